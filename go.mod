@@ -1,0 +1,3 @@
+module github.com/maskpredictor/maskpredictor
+
+go 1.26
