@@ -199,3 +199,8 @@ func (m *Model) Tagger() *Tagger { return m.pool.Get().(*Tagger) }
 
 // Release returns a tagger to its model's pool.
 func (t *Tagger) Release() { t.m.pool.Put(t) }
+
+// WithMeta returns a copy of the model with other metadata.
+func (m *Model) WithMeta(meta Meta) (*Model, error) {
+	return New(m.labels, m.attrs, m.state, m.trans, meta)
+}

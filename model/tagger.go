@@ -282,7 +282,12 @@ func (tg *Tagger) forwardBackward() {
 		tg.scale[t] = scaleOf(cur)
 	}
 	logScale := 0.0
-	for _, s := range tg.scale {
+	for t, s := range tg.scale {
+		if t > 0 && s == 1 && allZero(tg.alpha[t*L:t*L+L]) {
+			// Every path underflowed: extreme weights. Redo in log space.
+			tg.forwardBackwardLog()
+			return
+		}
 		logScale += math.Log(s)
 	}
 	tg.logNorm = -logScale + shift
@@ -326,4 +331,63 @@ func scaleOf(v []float64) float64 {
 		v[i] *= s
 	}
 	return s
+}
+
+func allZero(v []float64) bool {
+	for _, x := range v {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// forwardBackwardLog is the slow, underflow-proof path for models whose
+// weights defeat scaling. It leaves the marginals in alpha (beta and scale
+// set to 1) so Marginal and Marginals read them unchanged.
+func (tg *Tagger) forwardBackwardLog() {
+	T, L := tg.T, len(tg.m.labels)
+	la, lb := tg.expState, make([]float64, T*L) // reuse expState for log alpha
+	copy(la[:L], tg.state[:L])
+	tmp := tg.row
+	for t := 1; t < T; t++ {
+		for j := 0; j < L; j++ {
+			for i := 0; i < L; i++ {
+				tmp[i] = la[(t-1)*L+i] + tg.m.trans[i*L+j]
+			}
+			la[t*L+j] = logSumExp(tmp) + tg.state[t*L+j]
+		}
+	}
+	tg.logNorm = logSumExp(la[(T-1)*L:])
+	for t := T - 2; t >= 0; t-- {
+		for i := 0; i < L; i++ {
+			for j := 0; j < L; j++ {
+				tmp[j] = tg.m.trans[i*L+j] + tg.state[(t+1)*L+j] + lb[(t+1)*L+j]
+			}
+			lb[t*L+i] = logSumExp(tmp)
+		}
+	}
+	for k := range tg.alpha {
+		tg.alpha[k] = min(1, math.Exp(la[k]+lb[k]-tg.logNorm))
+		tg.beta[k] = 1
+	}
+	for t := range tg.scale {
+		tg.scale[t] = 1
+	}
+	tg.fbDone = true
+}
+
+func logSumExp(v []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range v {
+		m = max(m, x)
+	}
+	if math.IsInf(m, -1) {
+		return m
+	}
+	s := 0.0
+	for _, x := range v {
+		s += math.Exp(x - m)
+	}
+	return m + math.Log(s)
 }

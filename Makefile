@@ -1,0 +1,42 @@
+# maskpredictor: common tasks. `make test` is what CI runs (see .ci/run).
+GO      ?= go
+PKGS    ?= ./...
+FUZZTIME ?= 30s
+BIN     ?= bin/maskpredictor
+
+.PHONY: build test test-short race vet lint fuzz bench model clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/maskpredictor
+
+# The whole suite: vet, formatting, and every test with the race detector.
+test: lint
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time).
+fuzz:
+	$(GO) test ./predictor -run XXX -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./model -run XXX -fuzz '^FuzzReadCRFsuite$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./model -run XXX -fuzz '^FuzzReadPickle$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./model -run XXX -fuzz '^FuzzReadNative$$' -fuzztime $(FUZZTIME)
+
+# Benchmarks pinned to one CPU, as BENCHMARKS.md reports them.
+bench:
+	taskset -c 0 $(GO) test -run XXX -bench . -benchmem -count 10 ./model ./predictor
+
+# The embedded default model (predictor/default_model.mpcrf).
+model:
+	$(GO) run ./cmd/maskpredictor model convert testdata/crf_model.pkl predictor/default_model.mpcrf
+
+clean:
+	rm -rf bin
