@@ -16,8 +16,8 @@ func TestTokenize(t *testing.T) {
 		{"3M Aura 9205+ N95", []string{"3M", "Aura", "9205+", "N95"}},
 		{"  leading and trailing  ", []string{"leading", "and", "trailing"}},
 		{"Micro-Dust", []string{"Micro", "Dust"}},
-		{"a—b", []string{"a", "b"}},                       // em dash separates
-		{"a – b", []string{"a", "–", "b"}},                 // en dash does not
+		{"a—b", []string{"a", "b"}},        // em dash separates
+		{"a – b", []string{"a", "–", "b"}}, // en dash does not
 		{"a,b[c](d)", []string{"a", "b", "c", "d"}},
 		{"line\nbreak\ttab", []string{"line", "break", "tab"}},
 		{"nbsp\u00a0thin\u2009ideo\u3000end", []string{"nbsp", "thin", "ideo", "end"}},
@@ -56,7 +56,7 @@ func TestStrFlagsMatchPython(t *testing.T) {
 		{"ǅungla", false, true, false, true}, // titlecase digraph
 		{"ǅUNGLA", false, false, false, true},
 		{"ª", false, false, false, true}, // Other_Lowercase: not title, not upper
-		{"Ⅻ", true, true, false, false},   // Other_Uppercase roman numeral, not alpha
+		{"Ⅻ", true, true, false, false},  // Other_Uppercase roman numeral, not alpha
 		{"", false, false, false, false},
 	}
 	for _, tt := range tests {
@@ -70,13 +70,13 @@ func TestStrFlagsMatchPython(t *testing.T) {
 
 func TestLowerMatchesPython(t *testing.T) {
 	tests := map[string]string{
-		"AURA™":  "aura™",
+		"AURA™":    "aura™",
 		"İstanbul": "i\u0307stanbul",
-		"ΟΔΟΣ":   "οδος",
-		"ΣΑ":     "σα",
-		"ΑΣ.":    "ας.",
-		"Σ":      "σ",
-		"KN95":   "kn95",
+		"ΟΔΟΣ":     "οδος",
+		"ΣΑ":       "σα",
+		"ΑΣ.":      "ας.",
+		"Σ":        "σ",
+		"KN95":     "kn95",
 	}
 	for in, want := range tests {
 		if got := string(appendLower(nil, in)); got != want {

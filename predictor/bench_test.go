@@ -1,0 +1,121 @@
+package predictor
+
+import (
+	"testing"
+
+	"github.com/maskpredictor/maskpredictor/model"
+)
+
+// The benchmarks cycle through the 236 training names and report time per
+// name, comparable with CRFsuite's figures in BENCHMARKS.md.
+
+func benchNames(b *testing.B) []string {
+	ds := loadTrain(b)
+	names := make([]string, len(ds.Records))
+	for i, r := range ds.Records {
+		names[i] = r.MaskName
+	}
+	return names
+}
+
+func benchCRF(b *testing.B) *CRF {
+	m, err := model.Load("../testdata/crf_model.crfsuite")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := NewCRF(m, Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// BenchmarkPredict is the full path: raw name → Prediction (tokenize,
+// features, attribute look-up, Viterbi, marginals, confidences).
+func BenchmarkPredict(b *testing.B) {
+	c, names := benchCRF(b), benchNames(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Predict(names[i%len(names)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPredictJSON adds encoding the prediction to JSON.
+func BenchmarkPredictJSON(b *testing.B) {
+	c, names := benchCRF(b), benchNames(b)
+	var buf []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p, err := c.Predict(names[i%len(names)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf = p.AppendJSON(buf[:0])
+	}
+}
+
+// resolved featurizes every name once, as CRFsuite's core_* figures do.
+func resolved(b *testing.B, c *CRF, names []string) []*model.Instance {
+	var sc Scratch
+	out := make([]*model.Instance, len(names))
+	for i, n := range names {
+		inst := &model.Instance{}
+		c.fs.Featurize(Tokenize(n), &sc, &resolveSink{m: c.m, inst: inst})
+		out[i] = inst
+	}
+	return out
+}
+
+// BenchmarkPredictViterbi is Viterbi alone on pre-resolved attribute ids
+// (CRFsuite's core_viterbi).
+func BenchmarkPredictViterbi(b *testing.B) {
+	c, names := benchCRF(b), benchNames(b)
+	insts := resolved(b, c, names)
+	path := make([]int, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tg := c.m.Tagger()
+		if err := tg.Set(insts[i%len(insts)]); err != nil {
+			b.Fatal(err)
+		}
+		tg.Viterbi(path)
+		tg.Release()
+	}
+}
+
+// BenchmarkPredictViterbiMarginals is Viterbi + log Z + all marginals on
+// pre-resolved ids (CRFsuite's core_full).
+func BenchmarkPredictViterbiMarginals(b *testing.B) {
+	c, names := benchCRF(b), benchNames(b)
+	insts := resolved(b, c, names)
+	path := make([]int, 256)
+	marg := make([]float64, 256*9)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tg := c.m.Tagger()
+		if err := tg.Set(insts[i%len(insts)]); err != nil {
+			b.Fatal(err)
+		}
+		s := tg.Viterbi(path)
+		tg.Marginals(marg)
+		_ = tg.Probability(path[:tg.Len()]) + s
+		tg.Release()
+	}
+}
+
+// BenchmarkTokenize is the tokenizer alone.
+func BenchmarkTokenize(b *testing.B) {
+	names := benchNames(b)
+	toks := make([]string, 0, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		toks = AppendTokens(toks[:0], names[i%len(names)])
+	}
+}

@@ -1,0 +1,170 @@
+package predictor
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/maskpredictor/maskpredictor/model"
+)
+
+// ErrBadRecord is wrapped by every error about a training record that can
+// never be used (malformed, empty name, unknown label).
+var ErrBadRecord = errors.New("bad training record")
+
+// Record is one labelled name of the Rails export format:
+// {"mask_id": 42, "mask_name": "…", "breakdown": [{"token": "label"}, …]}.
+type Record struct {
+	MaskID   json.RawMessage `json:"mask_id,omitempty"`
+	MaskName string          `json:"mask_name"`
+	Tokens   []string        `json:"-"`
+	Labels   []string        `json:"-"`
+}
+
+// Skipped names a record that was left out, and why.
+type Skipped struct {
+	Index    int
+	MaskName string
+	Reason   string
+}
+
+func (s Skipped) String() string {
+	return fmt.Sprintf("record %d (%q): %s", s.Index, s.MaskName, s.Reason)
+}
+
+// Dataset is a loaded training export.
+type Dataset struct {
+	Records []Record
+	Skipped []Skipped
+	// Hash is the SHA-256 of the file's bytes, hex encoded.
+	Hash string
+}
+
+type rawRecord struct {
+	MaskID    json.RawMessage   `json:"mask_id"`
+	MaskName  *string           `json:"mask_name"`
+	Breakdown []json.RawMessage `json:"breakdown"`
+}
+
+// maxExportBytes bounds a training file read into memory.
+const maxExportBytes = 256 << 20
+
+// LoadExport reads the Rails export format. Records whose breakdown does not
+// match the tokenizer's tokens are skipped and listed in Skipped; a record
+// that is malformed, has an empty name or an unknown label is an error that
+// names its index.
+func LoadExport(r io.Reader) (*Dataset, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxExportBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading training data: %w", err)
+	}
+	if len(data) > maxExportBytes {
+		return nil, fmt.Errorf("training data larger than %d bytes", maxExportBytes)
+	}
+	sum := sha256.Sum256(data)
+	ds := &Dataset{Hash: hex.EncodeToString(sum[:])}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(data, &raws); err != nil {
+		return nil, fmt.Errorf("%w: training data is not a JSON array of records: %v", ErrBadRecord, err)
+	}
+	for i, raw := range raws {
+		rec, skip, err := parseRecord(i, raw)
+		if err != nil {
+			return nil, err
+		}
+		if skip != "" {
+			ds.Skipped = append(ds.Skipped, Skipped{Index: i, MaskName: rec.MaskName, Reason: skip})
+			continue
+		}
+		ds.Records = append(ds.Records, rec)
+	}
+	if len(ds.Records) == 0 {
+		return nil, fmt.Errorf("%w: no usable records (%d skipped)", ErrBadRecord, len(ds.Skipped))
+	}
+	return ds, nil
+}
+
+func parseRecord(i int, raw json.RawMessage) (Record, string, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w %d: %s", ErrBadRecord, i, fmt.Sprintf(format, args...))
+	}
+	var rr rawRecord
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&rr); err != nil {
+		return Record{}, "", bad("%v", err)
+	}
+	if rr.MaskName == nil {
+		return Record{}, "", bad("no mask_name")
+	}
+	rec := Record{MaskID: rr.MaskID, MaskName: *rr.MaskName}
+	if strings.TrimSpace(rec.MaskName) == "" {
+		return Record{}, "", bad("empty mask_name")
+	}
+	var btoks []string
+	for k, b := range rr.Breakdown {
+		var m map[string]string
+		if err := json.Unmarshal(b, &m); err != nil || len(m) != 1 {
+			return Record{}, "", bad("breakdown entry %d is not a {token: label} object", k)
+		}
+		for tok, label := range m {
+			if !isComponent(label) {
+				return Record{}, "", bad("%q: breakdown entry %d (%q) has unknown label %q (known: %s)",
+					rec.MaskName, k, tok, label, strings.Join(ComponentLabels, ", "))
+			}
+			btoks = append(btoks, tok)
+			rec.Labels = append(rec.Labels, label)
+		}
+	}
+	rec.Tokens = Tokenize(rec.MaskName)
+	if len(rec.Tokens) == 0 {
+		return Record{}, "", bad("%q: %v", rec.MaskName, ErrNoTokens)
+	}
+	if !equalStrings(rec.Tokens, btoks) {
+		return rec, fmt.Sprintf("breakdown tokens %q do not match the tokenizer's %q", btoks, rec.Tokens), nil
+	}
+	return rec, "", nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// exampleSink collects attributes as model.Features.
+type exampleSink struct {
+	items [][]model.Feature
+	cur   []model.Feature
+}
+
+func (s *exampleSink) Attr(name []byte, v float64) {
+	s.cur = append(s.cur, model.Feature{Name: string(name), Value: v})
+}
+
+func (s *exampleSink) EndToken() {
+	s.items = append(s.items, s.cur)
+	s.cur = nil
+}
+
+// Examples featurizes records for the trainer.
+func Examples(recs []Record, fs FeatureSet) []model.Example {
+	out := make([]model.Example, 0, len(recs))
+	var sc Scratch
+	for _, r := range recs {
+		var s exampleSink
+		fs.Featurize(r.Tokens, &sc, &s)
+		out = append(out, model.Example{Items: s.items, Labels: r.Labels})
+	}
+	return out
+}
