@@ -64,7 +64,8 @@ func resolved(b *testing.B, c *CRF, names []string) []*model.Instance {
 	out := make([]*model.Instance, len(names))
 	for i, n := range names {
 		inst := &model.Instance{}
-		c.fs.Featurize(Tokenize(n), &sc, &resolveSink{m: c.m, inst: inst})
+		rs := newResolveSink(c.m, c.fs, inst)
+		c.fs.Featurize(Tokenize(n), &sc, &rs)
 		out[i] = inst
 	}
 	return out

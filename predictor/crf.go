@@ -38,13 +38,38 @@ type crfScratch struct {
 
 // resolveSink turns attribute names into model ids as they are emitted,
 // skipping the ones the model does not know (they would score nothing).
+//
+// Attributes with value 0 are dropped: w·0 adds nothing to a score (not even
+// a sign, since scores start at +0), so leaving them out keeps parity.
 type resolveSink struct {
-	m    *model.Model
-	inst *model.Instance
+	m     *model.Model
+	inst  *model.Instance
+	fixed []int32 // model ids of the feature set's fixed attributes, -1 if unknown
+}
+
+func newResolveSink(m *model.Model, fs FeatureSet, inst *model.Instance) resolveSink {
+	names := fs.FixedNames()
+	fixed := make([]int32, len(names))
+	for i, n := range names {
+		fixed[i] = -1
+		if id, ok := m.AttrID(n); ok {
+			fixed[i] = id
+		}
+	}
+	return resolveSink{m: m, inst: inst, fixed: fixed}
 }
 
 func (r *resolveSink) Attr(name []byte, v float64) {
+	if v == 0 {
+		return
+	}
 	if id, ok := r.m.AttrIDBytes(name); ok {
+		r.inst.Add(id, v)
+	}
+}
+
+func (r *resolveSink) Fixed(k int, v float64) {
+	if id := r.fixed[k]; id >= 0 && v != 0 {
 		r.inst.Add(id, v)
 	}
 }
@@ -65,7 +90,7 @@ func NewCRF(m *model.Model, limits Limits) (*CRF, error) {
 	c := &CRF{m: m, fs: fs, limits: limits.WithDefaults(), version: ModelVersion(m)}
 	c.pool.New = func() any {
 		s := &crfScratch{}
-		s.sink = resolveSink{m: m, inst: &s.inst}
+		s.sink = newResolveSink(m, fs, &s.inst)
 		return s
 	}
 	return c, nil

@@ -144,12 +144,17 @@ func equalStrings(a, b []string) bool {
 
 // exampleSink collects attributes as model.Features.
 type exampleSink struct {
+	names []string // the feature set's FixedNames
 	items [][]model.Feature
 	cur   []model.Feature
 }
 
 func (s *exampleSink) Attr(name []byte, v float64) {
 	s.cur = append(s.cur, model.Feature{Name: string(name), Value: v})
+}
+
+func (s *exampleSink) Fixed(k int, v float64) {
+	s.cur = append(s.cur, model.Feature{Name: s.names[k], Value: v})
 }
 
 func (s *exampleSink) EndToken() {
@@ -162,7 +167,7 @@ func Examples(recs []Record, fs FeatureSet) []model.Example {
 	out := make([]model.Example, 0, len(recs))
 	var sc Scratch
 	for _, r := range recs {
-		var s exampleSink
+		s := exampleSink{names: fs.FixedNames()}
 		fs.Featurize(r.Tokens, &sc, &s)
 		out = append(out, model.Example{Items: s.items, Labels: r.Labels})
 	}

@@ -7,9 +7,13 @@ import (
 )
 
 // Sink receives the attributes of a sequence, token by token. name is only
-// valid during the call (it points into scratch memory).
+// valid during the call (it points into scratch memory). Attributes whose
+// name never changes (bias, token.isupper, BOS, …) arrive through Fixed with
+// their index in the feature set's FixedNames, so a sink can resolve them
+// once instead of hashing the name for every token.
 type Sink interface {
 	Attr(name []byte, value float64)
+	Fixed(index int, value float64)
 	EndToken()
 }
 
@@ -18,6 +22,8 @@ type Sink interface {
 // can pick the matching one.
 type FeatureSet interface {
 	Name() string
+	// FixedNames lists the attribute names passed to Sink.Fixed, by index.
+	FixedNames() []string
 	// Featurize emits every token's attributes, in order, then EndToken.
 	Featurize(toks []string, sc *Scratch, sink Sink)
 }
@@ -55,17 +61,14 @@ type emitter struct {
 	sink Sink
 }
 
-func (e emitter) num(name string, v float64) {
-	e.sc.buf = append(e.sc.buf[:0], name...)
-	e.sink.Attr(e.sc.buf, v)
-}
+func (e emitter) num(k int, v float64) { e.sink.Fixed(k, v) }
 
-func (e emitter) flag(name string, b bool) {
+func (e emitter) flag(k int, b bool) {
 	v := 0.0
 	if b {
 		v = 1
 	}
-	e.num(name, v)
+	e.sink.Fixed(k, v)
 }
 
 // str emits "name:value" with value 1.
@@ -118,6 +121,39 @@ type v1 struct{}
 
 func (v1) Name() string { return "v1" }
 
+// The fixed attributes of v1, in FixedNames order.
+const (
+	fBias = iota
+	fIsUpper
+	fIsTitle
+	fIsDigit
+	fLength
+	fFirst
+	fLast
+	fIndex
+	fHasDigit
+	fHasAlpha
+	fHasSlash
+	fHasDash
+	fPrevIsUpper
+	fPrevIsTitle
+	fBOS
+	fNextIsUpper
+	fNextIsTitle
+	fEOS
+	numV1Fixed
+)
+
+var v1Fixed = [numV1Fixed]string{
+	"bias", "token.isupper", "token.istitle", "token.isdigit", "token.length",
+	"position.first", "position.last", "position.index",
+	"token.hasdigit", "token.hasalpha", "token.hasslash", "token.hasdash",
+	"prev.token.isupper", "prev.token.istitle", "BOS",
+	"next.token.isupper", "next.token.istitle", "EOS",
+}
+
+func (v1) FixedNames() []string { return v1Fixed[:] }
+
 func (v1) Featurize(toks []string, sc *Scratch, sink Sink) {
 	sc.prepare(toks)
 	e := emitter{sc: sc, sink: sink}
@@ -131,15 +167,15 @@ func (v1) Featurize(toks []string, sc *Scratch, sink Sink) {
 
 func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 	sc := e.sc
-	e.num("bias", 1)
+	e.num(fBias, 1)
 	e.str("token.lower", sc.lowerOf(ti))
-	e.flag("token.isupper", ti.isUpper)
-	e.flag("token.istitle", ti.isTitle)
-	e.flag("token.isdigit", ti.isDigit)
-	e.num("token.length", float64(ti.runes))
-	e.flag("position.first", i == 0)
-	e.flag("position.last", i == n-1)
-	e.num("position.index", float64(i))
+	e.flag(fIsUpper, ti.isUpper)
+	e.flag(fIsTitle, ti.isTitle)
+	e.flag(fIsDigit, ti.isDigit)
+	e.num(fLength, float64(ti.runes))
+	e.flag(fFirst, i == 0)
+	e.flag(fLast, i == n-1)
+	e.num(fIndex, float64(i))
 	if ti.runes >= 2 {
 		e.strLower("token.prefix2", runePrefix(tok, 2))
 		e.strLower("token.suffix2", runeSuffix(tok, 2))
@@ -148,24 +184,24 @@ func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 		e.strLower("token.prefix3", runePrefix(tok, 3))
 		e.strLower("token.suffix3", runeSuffix(tok, 3))
 	}
-	e.flag("token.hasdigit", ti.hasDigit)
-	e.flag("token.hasalpha", ti.hasAlpha)
-	e.flag("token.hasslash", ti.hasSlash)
-	e.flag("token.hasdash", ti.hasDash)
+	e.flag(fHasDigit, ti.hasDigit)
+	e.flag(fHasAlpha, ti.hasAlpha)
+	e.flag(fHasSlash, ti.hasSlash)
+	e.flag(fHasDash, ti.hasDash)
 	if i > 0 {
 		p := &sc.info[i-1]
 		e.str("prev.token.lower", sc.lowerOf(p))
-		e.flag("prev.token.isupper", p.isUpper)
-		e.flag("prev.token.istitle", p.isTitle)
+		e.flag(fPrevIsUpper, p.isUpper)
+		e.flag(fPrevIsTitle, p.isTitle)
 	} else {
-		e.num("BOS", 1)
+		e.num(fBOS, 1)
 	}
 	if i < n-1 {
 		x := &sc.info[i+1]
 		e.str("next.token.lower", sc.lowerOf(x))
-		e.flag("next.token.isupper", x.isUpper)
-		e.flag("next.token.istitle", x.isTitle)
+		e.flag(fNextIsUpper, x.isUpper)
+		e.flag(fNextIsTitle, x.isTitle)
 	} else {
-		e.num("EOS", 1)
+		e.num(fEOS, 1)
 	}
 }

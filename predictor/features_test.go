@@ -11,6 +11,7 @@ import (
 
 // collectSink records attributes as strings, for tests and the trainer.
 type collectSink struct {
+	names []string // the feature set's FixedNames
 	items [][]attrKV
 	cur   []attrKV
 }
@@ -21,6 +22,7 @@ type attrKV struct {
 }
 
 func (c *collectSink) Attr(name []byte, v float64) { c.cur = append(c.cur, attrKV{string(name), v}) }
+func (c *collectSink) Fixed(k int, v float64)      { c.cur = append(c.cur, attrKV{c.names[k], v}) }
 func (c *collectSink) EndToken()                   { c.items = append(c.items, c.cur); c.cur = nil }
 
 type attrsGolden struct {
@@ -67,7 +69,7 @@ func TestV1AttributesMatchGolden(t *testing.T) {
 			if !reflect.DeepEqual(toks, g.Tokens) {
 				t.Fatalf("%q: tokens %q, want %q", g.MaskName, toks, g.Tokens)
 			}
-			var cs collectSink
+			cs := collectSink{names: fs.FixedNames()}
 			fs.Featurize(toks, &sc, &cs)
 			if len(cs.items) != len(g.Attributes) {
 				t.Fatalf("%q: %d items, want %d", g.MaskName, len(cs.items), len(g.Attributes))

@@ -95,7 +95,8 @@ func TestParityWithCRFsuite(t *testing.T) {
 				tg := m.Tagger()
 				var sc Scratch
 				var inst model.Instance
-				c.fs.Featurize(p.Tokens, &sc, &resolveSink{m: m, inst: &inst})
+				rs := newResolveSink(m, c.fs, &inst)
+				c.fs.Featurize(p.Tokens, &sc, &rs)
 				if err := tg.Set(&inst); err != nil {
 					t.Fatal(err)
 				}

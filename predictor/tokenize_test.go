@@ -139,7 +139,7 @@ func FuzzTokenize(f *testing.F) {
 			rest = rest[i+len(tok):]
 		}
 		if len(toks) > 0 {
-			var cs collectSink
+			cs := collectSink{names: fs.FixedNames()}
 			fs.Featurize(toks, &sc, &cs)
 			if len(cs.items) != len(toks) {
 				t.Fatalf("%d items for %d tokens", len(cs.items), len(toks))
