@@ -1,0 +1,252 @@
+// Package redistest gives tests a Redis of their own: a private redis-server
+// on a free port in a temporary directory, stopped when the test ends. With
+// TEST_REDIS_URL set, that server is used instead and flushed first (it must
+// be a Redis you can throw away; REDIS_URL is deliberately not used, so a
+// developer's application Redis is never flushed by a test run).
+//
+// Tests that need a server of their own (restart, kill) ask for it with
+// Options{Private: true} and are skipped when only TEST_REDIS_URL is available.
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configure a test server.
+type Options struct {
+	// Persistent turns on the append-only file (fsync every second) so data
+	// survives Restart and Kill+Start, as a production Redis would.
+	Persistent bool
+	// Private requires a server this test owns (no TEST_REDIS_URL).
+	Private bool
+	// Args are extra redis-server arguments ("--maxmemory", "10mb", …).
+	Args []string
+}
+
+// Server is a running test Redis.
+type Server struct {
+	tb   testing.TB
+	opts Options
+	// Addr is host:port, URL is redis://Addr/0.
+	Addr string
+	URL  string
+	// Dir is the server's working directory ("" for TEST_REDIS_URL).
+	Dir string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start returns a clean Redis for tb, stopped at the end of the test.
+func Start(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
+		if opts.Private {
+			tb.Skip("needs a private redis-server; TEST_REDIS_URL is set")
+		}
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			tb.Fatalf("TEST_REDIS_URL: %v", err)
+		}
+		s := &Server{tb: tb, opts: opts, Addr: o.Addr, URL: url}
+		c := s.Client()
+		if err := c.FlushDB(context.Background()).Err(); err != nil {
+			tb.Fatalf("flushing TEST_REDIS_URL: %v", err)
+		}
+		return s
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Skip("redis-server not installed (set TEST_REDIS_URL to use another Redis)")
+	}
+	s := &Server{tb: tb, opts: opts, Dir: tb.TempDir()}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.URL = "redis://" + s.Addr + "/0"
+		if lastErr = s.start(bin); lastErr == nil {
+			tb.Cleanup(s.stop)
+			return s
+		}
+	}
+	tb.Fatalf("starting redis-server: %v", lastErr)
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) args() []string {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	a := []string{
+		"--port", port, "--bind", "127.0.0.1", "--dir", s.Dir,
+		"--save", "", "--daemonize", "no", "--loglevel", "warning",
+		"--logfile", filepath.Join(s.Dir, "redis.log"),
+		"--maxmemory-policy", "noeviction",
+	}
+	if s.opts.Persistent {
+		a = append(a, "--appendonly", "yes", "--appendfsync", "everysec")
+	} else {
+		a = append(a, "--appendonly", "no")
+	}
+	return append(a, s.opts.Args...)
+}
+
+func (s *Server) start(bin string) error {
+	cmd := exec.Command(bin, s.args()...)
+	cmd.Dir = s.Dir
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-done:
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+			return fmt.Errorf("redis-server exited at start: %s", strings.TrimSpace(string(log)))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("redis-server did not answer within 10s: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Client returns a new client for the server, closed at the end of the test.
+func (s *Server) Client() *redis.Client {
+	o, err := redis.ParseURL(s.URL)
+	if err != nil {
+		s.tb.Fatalf("parsing %s: %v", s.URL, err)
+	}
+	c := redis.NewClient(o)
+	s.tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop shuts the server down (SIGTERM; Redis saves the AOF) and waits.
+func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
+
+// Kill stops the server with SIGKILL, as a crash would.
+func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// StartAgain starts a stopped server on the same port and directory.
+func (s *Server) StartAgain() {
+	s.tb.Helper()
+	if s.Dir == "" {
+		s.tb.Fatal("StartAgain needs a private server")
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	// The port may be in TIME_WAIT or briefly taken; retry for a while.
+	var lastErr error
+	for i := 0; i < 50; i++ {
+		if lastErr = s.start(bin); lastErr == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.tb.Fatalf("restarting redis-server: %v", lastErr)
+}
+
+// Restart is Stop then StartAgain.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Stop()
+	s.StartAgain()
+}
+
+func (s *Server) stop() {
+	s.Kill()
+}
+
+// Running reports whether the private server process is up.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return s.Dir == ""
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// ErrNoRuby is returned by RubyAvailable when ruby or the sidekiq gem is missing.
+var ErrNoRuby = errors.New("ruby with the sidekiq gem is not available")
+
+// RequireRubySidekiq skips tb unless `ruby -e 'require "sidekiq"'` works.
+func RequireRubySidekiq(tb testing.TB) string {
+	tb.Helper()
+	ruby, err := exec.LookPath("ruby")
+	if err != nil {
+		tb.Skip(ErrNoRuby.Error())
+	}
+	if out, err := exec.Command(ruby, "-e", `require "sidekiq"; require "sidekiq/api"`).CombinedOutput(); err != nil {
+		tb.Skipf("%v: %s", ErrNoRuby, out)
+	}
+	return ruby
+}
