@@ -177,9 +177,21 @@ type Recorder interface {
 
 // Train fits a CRF to data the way CRFsuite 0.12's lbfgs trainer does and
 // returns the model with the features whose weight is not exactly zero.
+//
 // The result is deterministic: the same data and settings give the same
-// weights bit for bit. Cancelling ctx stops training within one objective
-// evaluation; the error then wraps ctx.Err().
+// weights bit for bit, on any machine (the arithmetic is sequential, never
+// fused into FMAs, and exp/log are portable; see train_math.go).
+//
+// Training ends, as in CRFsuite, at MaxIterations, on the Epsilon or
+// Period/Delta test, or when the line search fails; the last case is not an
+// error either, and the model then holds the weights of the last completed
+// iteration. Meta.Extra["stop_reason"] says which ("max_iterations",
+// "converged", "delta", "linesearch_…") and Meta.Extra["features_generated"]
+// counts the features before zero weights were dropped.
+//
+// Cancelling ctx stops training within one objective evaluation; the error
+// then wraps ctx.Err(). A Recorder error stops it after the iteration it was
+// reporting; the error then wraps the Recorder's.
 func Train(ctx context.Context, data []Example, s Settings) (*Model, error) {
 	s = s.WithDefaults()
 	if err := s.validate(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // attrsRecord is one line of testdata/attrs_train.jsonl: CRFsuite's training
@@ -400,6 +401,19 @@ func TestTrainCancel(t *testing.T) {
 		t.Errorf("training went on to iteration %d after the context was cancelled at 5", seen)
 	}
 	t.Logf("cancelled: %v", err)
+
+	// A deadline that expires inside the optimisation, from another
+	// goroutine: the objective notices it between sequences. The settings
+	// never converge within the deadline.
+	tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer tcancel()
+	begin := time.Now()
+	long := Settings{C2: 0.01, MaxIterations: 1 << 30, Epsilon: 1e-300, Delta: 1e-300}
+	if _, err := Train(tctx, trainExamples(t), long); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Train past its deadline = %v, want an error wrapping context.DeadlineExceeded", err)
+	} else if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("cancellation took %v", d)
+	}
 
 	// Already cancelled: nothing runs.
 	if _, err := Train(ctx, data, referenceSettings()); !errors.Is(err, context.Canceled) {
