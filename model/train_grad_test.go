@@ -199,3 +199,21 @@ func TestTrainOverflowFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainObjectiveAllocs checks that an objective evaluation, the body of
+// every L-BFGS iteration, allocates nothing.
+func TestTrainObjectiveAllocs(t *testing.T) {
+	ts, err := newTrainSet(trainExamples(t)[:50], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := newCRFObjective(context.Background(), ts, 0.1)
+	x := make([]float64, ts.K)
+	g := make([]float64, ts.K)
+	for i := range x {
+		x[i] = float64(i%7-3) * 0.1
+	}
+	if n := testing.AllocsPerRun(20, func() { obj.evaluate(x, g) }); n != 0 {
+		t.Errorf("evaluate allocates %v times per call", n)
+	}
+}
