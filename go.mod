@@ -3,6 +3,7 @@ module github.com/maskpredictor/maskpredictor
 go 1.26.0
 
 require (
+	github.com/nlpodyssey/gopickle v0.2.0
 	go.uber.org/zap v1.28.0
 	gonum.org/v1/gonum v0.17.0
 )
