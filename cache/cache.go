@@ -111,6 +111,32 @@ func (c *Cache) GetMany(ctx context.Context, normalized []string, wantVersion st
 	if len(normalized) == 0 {
 		return nil, nil
 	}
+	pipe := c.rdb.Pipeline()
+	l, err := c.AddGetMany(ctx, pipe, normalized)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("cache mget of %d names: %w", len(normalized), err)
+	}
+	return l.Result(wantVersion)
+}
+
+// Lookup is a GetMany queued on a caller's pipeline.
+type Lookup struct {
+	c     *Cache
+	norms []string
+	cmd   *redis.SliceCmd
+}
+
+// AddGetMany queues the MGET of normalized on pipe, so a caller can send it
+// in the same round trip as its own commands; read it with Result after
+// pipe.Exec.
+func (c *Cache) AddGetMany(ctx context.Context, pipe redis.Pipeliner, normalized []string) (*Lookup, error) {
+	l := &Lookup{c: c, norms: normalized}
+	if len(normalized) == 0 {
+		return l, nil
+	}
 	keys := make([]string, len(normalized))
 	for i, n := range normalized {
 		if n == "" {
@@ -118,17 +144,27 @@ func (c *Cache) GetMany(ctx context.Context, normalized []string, wantVersion st
 		}
 		keys[i] = c.Key(n)
 	}
-	vals, err := c.rdb.MGet(ctx, keys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("cache mget of %d names: %w", len(keys), err)
+	l.cmd = pipe.MGet(ctx, keys...)
+	return l, nil
+}
+
+// Result returns the entries written by wantVersion ("" accepts any);
+// preds[i] is nil on a miss.
+func (l *Lookup) Result(wantVersion string) ([]*predictor.Prediction, error) {
+	if l.cmd == nil {
+		return nil, nil
 	}
-	preds := make([]*predictor.Prediction, len(normalized))
+	vals, err := l.cmd.Result()
+	if err != nil {
+		return nil, fmt.Errorf("cache mget of %d names: %w", len(l.norms), err)
+	}
+	preds := make([]*predictor.Prediction, len(l.norms))
 	for i, v := range vals {
 		s, isString := v.(string)
 		if !isString {
 			continue // nil: absent
 		}
-		if p, ok := c.decode(normalized[i], []byte(s), wantVersion); ok {
+		if p, ok := l.c.decode(l.norms[i], []byte(s), wantVersion); ok {
 			preds[i] = p
 		}
 	}

@@ -1,0 +1,494 @@
+// Package worker runs prediction jobs: the asynq handler (parse the Sidekiq
+// payload → normalize → cache → predict → cache write → write-back),
+// its middleware, and Server, which composes the asynq server with the
+// Sidekiq ingress of worker/sidekiq.
+//
+// See docs/worker-internals.md for the contract with worker/sidekiq and
+// docs/DESIGN.md for the job, cache and write-back contracts with Rails.
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/predictor"
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+// Predictor labels names the caller has already tokenized: the CRF, or the
+// rule fallback when no model could be loaded (its predictions say
+// fallback: true).
+type Predictor interface {
+	PredictTokens(name string, toks []string) (*predictor.Prediction, error)
+	// Version is the model version stamped on predictions and checked
+	// against cache entries.
+	Version() string
+}
+
+// CRFPredictor adapts the CRF predictor.
+func CRFPredictor(c *predictor.CRF) Predictor { return crfPredictor{c} }
+
+type crfPredictor struct{ c *predictor.CRF }
+
+func (p crfPredictor) PredictTokens(name string, toks []string) (*predictor.Prediction, error) {
+	return p.c.PredictTokens(name, toks, predictor.Options{})
+}
+func (p crfPredictor) Version() string { return p.c.Version() }
+
+// RulesPredictor adapts the rule-based fallback predictor.
+func RulesPredictor(r *predictor.Rules) Predictor { return rulesPredictor{r} }
+
+type rulesPredictor struct{ r *predictor.Rules }
+
+func (p rulesPredictor) PredictTokens(name string, toks []string) (*predictor.Prediction, error) {
+	return p.r.PredictTokens(name, toks), nil
+}
+func (p rulesPredictor) Version() string { return p.r.Version() }
+
+// Error classes written to Sidekiq's dead set (Sidekiq Web shows
+// "<error_class>: <error_message>").
+const (
+	// ErrorClassInvalid: the job can never succeed (sidekiq.PoisonErrorClass,
+	// the class the bridge uses for the same reason).
+	ErrorClassInvalid = sidekiq.PoisonErrorClass
+	// ErrorClassExhausted: a transient failure outlived the job's retries.
+	ErrorClassExhausted = "MaskPredictor::RetriesExhausted"
+)
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	// Redis is the Redis Rails' Sidekiq and the cache live in. Required.
+	Redis redis.UniversalClient
+	// Predictor predicts cache misses. Required.
+	Predictor Predictor
+	// Cache is the prediction cache. Default: cache.New(Redis, {}).
+	Cache *cache.Cache
+	// Sidekiq writes callback jobs, dead-set entries and stats.
+	// Default: sidekiq.NewClient(Redis).
+	Sidekiq *sidekiq.Client
+
+	// CallbackClass, when set, is the Sidekiq job class pushed for every
+	// prediction, with the single argument
+	// {"jid": <source jid>, "mask_id": …, "mask_name": …, "prediction": {…}}.
+	CallbackClass string
+	// CallbackQueue is the queue of callback jobs. Default: "default".
+	CallbackQueue string
+	// ReplyTTL is the expiry set on a reply_to list after each push.
+	// Default: 1 h.
+	ReplyTTL time.Duration
+	// DoneTTL is how long a job's write-back is remembered, so that a
+	// redelivery does not push its callbacks and replies again. It must
+	// cover the redelivery window (the bridge's Retention). Default: 24 h.
+	DoneTTL time.Duration
+
+	// Limits bound each name (default predictor.DefaultLimits).
+	Limits predictor.Limits
+	// MaxNames is the most names one job may ask for. Default: 1000.
+	MaxNames int
+	// MaxPayloadBytes is the largest job payload accepted. Default: 1 MiB.
+	MaxPayloadBytes int
+
+	// Logger gets warnings (poison jobs, dead-set writes). Default: no-op.
+	// The per-job line is written by LogJobs.
+	Logger *zap.Logger
+}
+
+// WithDefaults fills the zero fields that have defaults.
+func (c HandlerConfig) WithDefaults() HandlerConfig {
+	if c.Cache == nil && c.Redis != nil {
+		c.Cache, _ = cache.New(c.Redis, cache.Config{Logger: c.Logger})
+	}
+	if c.Sidekiq == nil && c.Redis != nil {
+		c.Sidekiq = sidekiq.NewClient(c.Redis)
+	}
+	if c.CallbackQueue == "" {
+		c.CallbackQueue = "default"
+	}
+	if c.ReplyTTL == 0 {
+		c.ReplyTTL = time.Hour
+	}
+	if c.DoneTTL == 0 {
+		c.DoneTTL = 24 * time.Hour
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.MaxNames == 0 {
+		c.MaxNames = 1000
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+func (c HandlerConfig) validate() error {
+	switch {
+	case c.Redis == nil:
+		return errors.New("worker: HandlerConfig.Redis is required")
+	case c.Predictor == nil:
+		return errors.New("worker: HandlerConfig.Predictor is required")
+	case c.ReplyTTL < time.Second || c.DoneTTL < time.Second:
+		return fmt.Errorf("worker: ReplyTTL (%v) and DoneTTL (%v) must be at least 1s", c.ReplyTTL, c.DoneTTL)
+	case c.MaxNames < 1 || c.MaxPayloadBytes < 1:
+		return errors.New("worker: MaxNames and MaxPayloadBytes must be positive")
+	}
+	return nil
+}
+
+// Handler is the asynq handler for sidekiq.TaskType. It is safe for
+// concurrent use.
+type Handler struct {
+	cfg HandlerConfig
+	log *zap.Logger
+
+	hits, misses atomic.Int64
+	poison, dead atomic.Int64
+}
+
+// NewHandler returns a handler for cfg.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Config returns the effective configuration.
+func (h *Handler) Config() HandlerConfig { return h.cfg }
+
+// HandlerStats are the handler's counters since it was created.
+type HandlerStats struct {
+	CacheHits, CacheMisses int64
+	Poison                 int64 // jobs that could never succeed
+	Dead                   int64 // jobs written to Sidekiq's dead set (poison or exhausted)
+}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() HandlerStats {
+	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(), Dead: h.dead.Load()}
+}
+
+// poisonError marks a failure the handler classified as never succeeding.
+type poisonError struct{ err error }
+
+func (e *poisonError) Error() string { return e.err.Error() }
+func (e *poisonError) Unwrap() error { return e.err }
+
+func poisonf(format string, a ...any) error {
+	return &poisonError{fmt.Errorf(format, a...)}
+}
+
+// item is one name of a job on its way through the handler.
+type item struct {
+	req   sidekiq.Request
+	toks  []string
+	norm  string
+	pred  *predictor.Prediction
+	hit   bool
+	store bool // a cache write is due
+}
+
+// ProcessTask handles one Sidekiq job. A job that can never succeed goes to
+// Sidekiq's dead set and is not retried (asynq.SkipRetry); a transient
+// failure is returned for asynq to retry with Sidekiq's backoff, and once the
+// job's own retry setting is used up it goes to the dead set too.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	info := jobInfoFrom(ctx)
+	raw := t.Payload()
+	err := h.process(ctx, raw, info)
+	if err == nil {
+		info.outcome = "ok"
+		return nil
+	}
+	info.err = err
+
+	var pe *poisonError
+	if errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison) {
+		h.poison.Add(1)
+		if derr := h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...); derr != nil {
+			// The dead-set write is what must not be lost: retry it.
+			info.outcome = "retry"
+			return fmt.Errorf("writing poison job to the dead set: %w (job: %v)", derr, err)
+		}
+		h.dead.Add(1)
+		info.outcome = "dead"
+		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	if ctx.Err() != nil {
+		info.outcome = "interrupted" // shutdown or timeout: asynq requeues or retries it
+		return err
+	}
+	// Transient. Sidekiq's own retry setting decides when it is exhausted;
+	// asynq's retried count counts failures (crash recoveries are not
+	// failures, see Server's IsFailure).
+	retried, _ := asynq.GetRetryCount(ctx)
+	limit, discard := retrySetting(raw)
+	if retried < limit {
+		info.outcome = "retry"
+		return err
+	}
+	if discard {
+		info.outcome = "discarded" // "retry": false or "dead": false: no trace, as in Sidekiq
+		h.log.Warn("job failed and its retry setting keeps it out of the dead set", zap.String("jid", info.jid), zap.Error(err))
+		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	msg := fmt.Sprintf("failed %d times, last: %v", retried+1, err)
+	if derr := h.cfg.Sidekiq.Dead(context.WithoutCancel(ctx), raw, ErrorClassExhausted, msg, h.deadOpts(ctx, info)...); derr != nil {
+		h.log.Error("could not write an exhausted job to the dead set; it stays in asynq's archive",
+			zap.String("jid", info.jid), zap.Error(derr), zap.NamedError("job_error", err))
+	} else {
+		h.dead.Add(1)
+	}
+	info.outcome = "dead"
+	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+}
+
+func (h *Handler) deadOpts(ctx context.Context, info *jobInfo) []sidekiq.DeadOption {
+	retried, _ := asynq.GetRetryCount(ctx)
+	opts := []sidekiq.DeadOption{sidekiq.WithRetryCount(retried)}
+	if info.queue != "" {
+		opts = append(opts, sidekiq.WithQueue(info.queue))
+	}
+	return opts
+}
+
+// retrySetting reads Sidekiq's "retry" (true/absent → 25, false → 0, n)
+// and whether a failed job leaves no dead-set entry ("retry": false or
+// "dead": false). Only called on the failure path.
+func retrySetting(raw []byte) (limit int, discard bool) {
+	var f struct {
+		Retry json.RawMessage `json:"retry"`
+		Dead  *bool           `json:"dead"`
+	}
+	if json.Unmarshal(raw, &f) != nil {
+		return 0, false
+	}
+	discard = f.Dead != nil && !*f.Dead
+	switch r := string(bytes.TrimSpace(f.Retry)); r {
+	case "", "null", "true":
+		return sidekiq.DefaultMaxRetries, discard
+	case "false":
+		return 0, true
+	default:
+		var n float64
+		if json.Unmarshal(f.Retry, &n) != nil {
+			return sidekiq.DefaultMaxRetries, discard
+		}
+		return max(int(n), 0), discard
+	}
+}
+
+func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error {
+	if len(raw) > h.cfg.MaxPayloadBytes {
+		return poisonf("payload is %d bytes, over the limit of %d", len(raw), h.cfg.MaxPayloadBytes)
+	}
+	job, err := sidekiq.ParseJob(raw)
+	if err != nil {
+		return err
+	}
+	info.jid = job.JID
+	if info.queue == "" {
+		info.queue = job.Queue
+	}
+	reqs, replyTo, err := job.Requests()
+	if err != nil {
+		return err
+	}
+	if len(reqs) > h.cfg.MaxNames {
+		return poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
+	}
+	info.names = reqs
+
+	// Validate every name before any side effect: a job is done whole or not at all.
+	items := make([]item, len(reqs))
+	for i, r := range reqs {
+		toks, err := h.cfg.Limits.Check(r.MaskName)
+		if err != nil {
+			if len(reqs) > 1 {
+				return poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
+			}
+			return poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
+		}
+		items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
+	}
+
+	writeBack := h.cfg.CallbackClass != "" || replyTo != ""
+	doneKey := ""
+	if writeBack {
+		doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
+	}
+
+	if err := h.lookup(ctx, items, doneKey, info); err != nil {
+		return err
+	}
+	if info.duplicate {
+		return nil
+	}
+
+	version := h.cfg.Predictor.Version()
+	var puts []cache.Entry
+	for i := range items {
+		it := &items[i]
+		if it.hit {
+			continue
+		}
+		p, err := h.cfg.Predictor.PredictTokens(it.req.MaskName, it.toks)
+		if err != nil {
+			return poisonf("predicting %q: %w", abbrev(it.req.MaskName), err)
+		}
+		p.NormalizedName = it.norm
+		if p.ModelVersion == "" {
+			p.ModelVersion = version
+		}
+		it.pred = p
+		if p.Fallback {
+			info.fallback = true
+		}
+		if it.norm != "" {
+			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p})
+		}
+	}
+	if err := h.cfg.Cache.PutMany(ctx, puts); err != nil {
+		return err
+	}
+	if !writeBack {
+		return nil
+	}
+	return h.writeBack(ctx, job, items, replyTo, doneKey)
+}
+
+func (h *Handler) lookup(ctx context.Context, items []item, doneKey string, info *jobInfo) error {
+	norms := make([]string, 0, len(items))
+	idx := make([]int, 0, len(items))
+	for i, it := range items {
+		if it.norm != "" { // a name whose tokens all vanish under NFKC has no entry
+			norms = append(norms, it.norm)
+			idx = append(idx, i)
+		}
+	}
+	// One round trip: the cache entries and, when there is a write-back,
+	// whether this delivery's write-back already happened.
+	pipe := h.cfg.Redis.Pipeline()
+	var done *redis.IntCmd
+	if doneKey != "" {
+		done = pipe.Exists(ctx, doneKey)
+	}
+	l, err := h.cfg.Cache.AddGetMany(ctx, pipe, norms)
+	if err != nil {
+		return err
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("cache lookup: %w", err)
+		}
+	}
+	if done != nil && done.Val() > 0 {
+		info.duplicate = true
+		return nil
+	}
+	cached, err := l.Result(h.cfg.Predictor.Version())
+	if err != nil {
+		return err
+	}
+	for k, p := range cached {
+		it := &items[idx[k]]
+		if p == nil {
+			continue
+		}
+		if ans, ok := cache.Answer(p, it.req.MaskName, it.norm, it.toks); ok {
+			it.pred, it.hit = ans, true
+			if ans.Fallback {
+				info.fallback = true
+			}
+		}
+	}
+	for _, it := range items {
+		if it.hit {
+			info.hits++
+			h.hits.Add(1)
+		} else {
+			h.misses.Add(1)
+		}
+	}
+	return nil
+}
+
+// callbackArg is the single argument of a callback job.
+type callbackArg struct {
+	JID        string          `json:"jid"`
+	MaskID     json.RawMessage `json:"mask_id"`
+	MaskName   string          `json:"mask_name"`
+	Prediction json.RawMessage `json:"prediction"`
+}
+
+// writeBack pushes the callback jobs, then the replies and the done marker
+// in one MULTI. Callback jids are derived from the delivery, so a callback
+// pushed again after a crash in between carries the same jid.
+func (h *Handler) writeBack(ctx context.Context, job *sidekiq.Job, items []item, replyTo, doneKey string) error {
+	encoded := make([][]byte, len(items))
+	for i, it := range items {
+		encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
+	}
+	if h.cfg.CallbackClass != "" {
+		delivery := sidekiq.DeliveryID(job.JID, job.Raw)
+		for i, it := range items {
+			id := it.req.MaskID
+			if len(id) == 0 {
+				id = json.RawMessage("null")
+			}
+			arg := callbackArg{JID: job.JID, MaskID: id, MaskName: it.req.MaskName, Prediction: encoded[i]}
+			if _, err := h.cfg.Sidekiq.Push(ctx, h.cfg.CallbackQueue, h.cfg.CallbackClass, []any{arg},
+				sidekiq.WithJID(callbackJID(delivery, i))); err != nil {
+				return fmt.Errorf("pushing callback job: %w", err)
+			}
+		}
+	}
+	pipe := h.cfg.Redis.TxPipeline()
+	if replyTo != "" {
+		vals := make([]any, len(encoded))
+		for i, b := range encoded {
+			vals[i] = b
+		}
+		pipe.RPush(ctx, replyTo, vals...)
+		pipe.Expire(ctx, replyTo, h.cfg.ReplyTTL)
+	}
+	pipe.Set(ctx, doneKey, "1", h.cfg.DoneTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("writing reply to %q: %w", replyTo, err)
+	}
+	return nil
+}
+
+// callbackJID is a Sidekiq-shaped jid (24 hex digits) derived from the
+// delivery and the name's index.
+func callbackJID(delivery string, i int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", delivery, i))
+	return hex.EncodeToString(sum[:12])
+}
+
+func abbrev(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}

@@ -1,0 +1,332 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/internal/redistest"
+	"github.com/maskpredictor/maskpredictor/predictor"
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+func defaultCRF(t testing.TB) *predictor.CRF {
+	t.Helper()
+	m, err := predictor.DefaultModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := predictor.NewCRF(m, predictor.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// job builds a Sidekiq 7 style payload.
+func job(jid string, args ...any) []byte {
+	b, err := json.Marshal(map[string]any{
+		"retry": true, "queue": "mask_predictions", "class": "MaskPredictionJob",
+		"args": args, "jid": jid, "created_at": 1764400000.123, "enqueued_at": 1764400000.125,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+type handlerEnv struct {
+	rdb *redis.Client
+	h   *Handler
+	crf *predictor.CRF
+}
+
+func newHandlerEnv(t *testing.T, mod func(*HandlerConfig)) *handlerEnv {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client()
+	crf := defaultCRF(t)
+	cfg := HandlerConfig{Redis: rdb, Predictor: CRFPredictor(crf), CallbackClass: "MaskPredictionCallbackJob"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h, err := NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &handlerEnv{rdb: rdb, h: h, crf: crf}
+}
+
+func (e *handlerEnv) run(raw []byte) error {
+	return e.h.ProcessTask(context.Background(), asynq.NewTask(sidekiq.TaskType, raw))
+}
+
+func TestHandlerPredictsCachesAndWritesBack(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, nil)
+	raw := job("aaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{"mask_name": "3M Aura 9205+ N95", "mask_id": 42, "reply_to": "reply:1"})
+	if err := e.run(raw); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := e.crf.Predict("3M Aura 9205+ N95")
+
+	// (1) the cache entry Rails reads
+	val, err := e.rdb.Get(ctx, "maskpredictor:prediction:3m aura 9205+ n95").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got predictor.Prediction
+	if err := got.UnmarshalJSON([]byte(val)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Labels, want.Labels) || got.ModelVersion != e.crf.Version() || got.NormalizedName != "3m aura 9205+ n95" {
+		t.Errorf("cache entry %s", val)
+	}
+
+	// (2) the callback job
+	cbs, err := e.rdb.LRange(ctx, "queue:default", 0, -1).Result()
+	if err != nil || len(cbs) != 1 {
+		t.Fatalf("callbacks %v %v", cbs, err)
+	}
+	var cb struct {
+		Class string `json:"class"`
+		Queue string `json:"queue"`
+		JID   string `json:"jid"`
+		Args  []struct {
+			JID        string          `json:"jid"`
+			MaskID     json.RawMessage `json:"mask_id"`
+			MaskName   string          `json:"mask_name"`
+			Prediction map[string]any  `json:"prediction"`
+		} `json:"args"`
+	}
+	if err := json.Unmarshal([]byte(cbs[0]), &cb); err != nil {
+		t.Fatal(err)
+	}
+	if cb.Class != "MaskPredictionCallbackJob" || cb.Queue != "default" || len(cb.JID) != 24 || len(cb.Args) != 1 {
+		t.Fatalf("callback %s", cbs[0])
+	}
+	a := cb.Args[0]
+	if a.JID != "aaaaaaaaaaaaaaaaaaaaaaaa" || string(a.MaskID) != "42" || a.MaskName != "3M Aura 9205+ N95" || a.Prediction["model_version"] != e.crf.Version() {
+		t.Errorf("callback arg %+v", a)
+	}
+	if ok, _ := e.rdb.SIsMember(ctx, "queues", "default").Result(); !ok {
+		t.Error("callback queue not registered in 'queues'")
+	}
+
+	// (3) the reply, with an expiry
+	replies, _ := e.rdb.LRange(ctx, "reply:1", 0, -1).Result()
+	if len(replies) != 1 || !strings.Contains(replies[0], `"mask_name":"3M Aura 9205+ N95"`) {
+		t.Errorf("replies %v", replies)
+	}
+	if ttl := e.rdb.TTL(ctx, "reply:1").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("reply TTL %v", ttl)
+	}
+
+	// Redelivery of the same bytes: no second callback or reply.
+	if err := e.run(raw); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 {
+		t.Errorf("%d callbacks after redelivery", n)
+	}
+	if n := e.rdb.LLen(ctx, "reply:1").Val(); n != 1 {
+		t.Errorf("%d replies after redelivery", n)
+	}
+	// A new delivery of the same jid (Sidekiq Web's Retry changes the bytes) writes back again.
+	raw2 := []byte(strings.Replace(string(raw), `"retry":true`, `"retry":true,"retry_count":1`, 1))
+	if err := e.run(raw2); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 2 {
+		t.Errorf("%d callbacks after a new delivery", n)
+	}
+	if st := e.h.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestHandlerCacheHitUsesCallerTokens(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, func(c *HandlerConfig) { c.CallbackClass = "" })
+	if err := e.run(job("b1", "3M Aura 9205+ N95")); err != nil {
+		t.Fatal(err)
+	}
+	// Another spelling of the same normalized name: a hit, answered in its own spelling.
+	name := "３Ｍ aura—9205+  n95"
+	if err := e.run(job("b2", map[string]any{"mask_name": name, "reply_to": "r"})); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.h.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	reply, err := e.rdb.LPop(ctx, "r").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p predictor.Prediction
+	if err := p.UnmarshalJSON([]byte(reply)); err != nil {
+		t.Fatal(err)
+	}
+	if p.MaskName != name || !reflect.DeepEqual(p.Tokens, predictor.Tokenize(name)) {
+		t.Errorf("reply %s", reply)
+	}
+	// The entry still holds the spelling that filled it.
+	val := e.rdb.Get(ctx, "maskpredictor:prediction:3m aura 9205+ n95").Val()
+	if !strings.Contains(val, `"mask_name":"3M Aura 9205+ N95"`) {
+		t.Errorf("entry overwritten: %s", val)
+	}
+
+	// An entry of another model version is recomputed and replaced.
+	rules := predictor.DefaultRules(predictor.Limits{})
+	old, _ := rules.Predict("Moldex 2200 N95")
+	c, _ := cache.New(e.rdb, cache.Config{})
+	if err := c.Put(ctx, "moldex 2200 n95", old); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(job("b3", "Moldex 2200 N95")); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := c.Get(ctx, "moldex 2200 n95", e.crf.Version())
+	if err != nil || !ok || got.Fallback {
+		t.Errorf("entry not recomputed: %+v %v %v", got, ok, err)
+	}
+}
+
+func TestHandlerBatchAndRulesFallback(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Predictor = RulesPredictor(predictor.DefaultRules(predictor.Limits{}))
+	})
+	names := []string{"3M Aura 9205+ N95", "Moldex 2200 N95", "3m aura 9205+ n95"}
+	if err := e.run(job("c1", map[string]any{"mask_names": names, "reply_to": "batch"})); err != nil {
+		t.Fatal(err)
+	}
+	replies := e.rdb.LRange(ctx, "batch", 0, -1).Val()
+	if len(replies) != 3 {
+		t.Fatalf("%d replies", len(replies))
+	}
+	for i, r := range replies {
+		var p predictor.Prediction
+		if err := p.UnmarshalJSON([]byte(r)); err != nil {
+			t.Fatal(err)
+		}
+		if p.MaskName != names[i] || !p.Fallback || p.Confidence != 0 {
+			t.Errorf("reply %d: %s", i, r)
+		}
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 3 {
+		t.Errorf("%d callbacks, want 3 (one per name)", n)
+	}
+}
+
+func TestHandlerPoisonGoesToDead(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, func(c *HandlerConfig) { c.MaxNames = 3; c.Limits = predictor.Limits{MaxChars: 50} })
+	cases := []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"not json", []byte(`{"class":`), "not JSON"},
+		{"unknown args", job("d2", 1, 2, 3), "args"},
+		{"no tokens", job("d3", " - , "), "no tokens"},
+		{"too long", job("d4", strings.Repeat("x", 51)), "too long"},
+		{"too many names", job("d5", map[string]any{"mask_names": []string{"a", "b", "c", "d"}}), "over the limit"},
+		{"bad name in batch", job("d6", map[string]any{"mask_names": []string{"a", "()"}}), "mask_names[1]"},
+	}
+	for _, c := range cases {
+		err := e.run(c.raw)
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s: err %v, want SkipRetry", c.name, err)
+		}
+	}
+	dead, err := e.rdb.ZRange(ctx, "dead", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != len(cases) {
+		t.Fatalf("%d dead entries, want %d: %v", len(dead), len(cases), dead)
+	}
+	for _, c := range cases {
+		found := false
+		for _, d := range dead {
+			var m map[string]any
+			if json.Unmarshal([]byte(d), &m) != nil {
+				continue
+			}
+			if m["error_class"] == ErrorClassInvalid && strings.Contains(fmt.Sprint(m["error_message"]), c.want) && m["failed_at"] != nil {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no dead entry with reason containing %q", c.name, c.want)
+		}
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 0 {
+		t.Errorf("poison jobs pushed %d callbacks", n)
+	}
+	if st := e.h.Stats(); st.Poison != int64(len(cases)) || st.Dead != int64(len(cases)) {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestHandlerTransientFailureExhausted(t *testing.T) {
+	ctx := context.Background()
+	// The cache lives on a Redis that is not there: every cache call fails.
+	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer broken.Close()
+	bc, _ := cache.New(broken, cache.Config{})
+	e := newHandlerEnv(t, func(c *HandlerConfig) { c.Cache = bc; c.CallbackClass = "" })
+
+	// retry: 3 with no retries used yet: a plain error for asynq to retry.
+	err := e.run(job("e1", "3M Aura"))
+	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("first failure: %v, want a retryable error", err)
+	}
+	// retry: 0 (and false): no retry; retry 0 goes to dead, false leaves no trace.
+	raw := []byte(strings.Replace(string(job("e2", "3M Aura")), `"retry":true`, `"retry":0`, 1))
+	if err := e.run(raw); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("retry 0: %v", err)
+	}
+	raw = []byte(strings.Replace(string(job("e3", "3M Aura")), `"retry":true`, `"retry":false`, 1))
+	if err := e.run(raw); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("retry false: %v", err)
+	}
+	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
+	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"e2"`) || !strings.Contains(dead[0], ErrorClassExhausted) {
+		t.Errorf("dead %v", dead)
+	}
+}
+
+func TestRetrySetting(t *testing.T) {
+	for raw, want := range map[string]struct {
+		n       int
+		discard bool
+	}{
+		`{}`:                          {25, false},
+		`{"retry":true}`:              {25, false},
+		`{"retry":false}`:             {0, true},
+		`{"retry":5}`:                 {5, false},
+		`{"retry":0}`:                 {0, false},
+		`{"retry":3,"dead":false}`:    {3, true},
+		`{"retry":"x"}`:               {25, false},
+		`{"retry":2.0,"dead":true}`:   {2, false},
+		`not json`:                    {0, false},
+		`{"retry":-1}`:                {0, false},
+		`{"retry":null,"dead":false}`: {25, true},
+	} {
+		n, d := retrySetting([]byte(raw))
+		if n != want.n || d != want.discard {
+			t.Errorf("retrySetting(%s) = %d, %v; want %d, %v", raw, n, d, want.n, want.discard)
+		}
+	}
+}

@@ -1,0 +1,438 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+// Config configures a Server. WithDefaults fills unset fields; New validates.
+type Config struct {
+	// Redis is the Redis Rails' Sidekiq uses: its queues, dead set, stats and
+	// Busy page, the prediction cache and the write-back. Required. The
+	// Server adds a hook to it (and to AsynqRedis) that slows callers down
+	// while Redis is unreachable, so that nothing spins.
+	Redis redis.UniversalClient
+	// AsynqRedis is the Redis asynq keeps its tasks in. Default: Redis.
+	AsynqRedis redis.UniversalClient
+
+	// Handler configures the job handler. Its Redis defaults to Redis.
+	Handler HandlerConfig
+
+	// Queues are the Sidekiq queues served (weights as in "a:3,b:1").
+	// Default: mask_predictions.
+	Queues []sidekiq.QueueWeight
+	// Concurrency is the number of jobs processed at once. Default: 10.
+	Concurrency int
+	// ShutdownTimeout bounds Shutdown: jobs still running when it is nearly
+	// over are returned to asynq's queue. Default: 25 s (inside Heroku's 30 s).
+	ShutdownTimeout time.Duration
+	// ReturnPending, on Shutdown, moves jobs the bridge had handed to asynq
+	// but no worker had started back to their Sidekiq queue, where Sidekiq
+	// Web shows them. Default true (set DisableReturnPending to keep them).
+	DisableReturnPending bool
+	// RescueInterval is how often asynq's archive is searched for tasks it
+	// archived only because their worker died (lease expired) with no
+	// retry left; they are run again. Default: 30 s.
+	RescueInterval time.Duration
+
+	// Identity names this process on Sidekiq's Busy page and its bridge
+	// in-flight lists. Default: sidekiq.NewIdentity().
+	Identity string
+
+	// Bridge, Heartbeat and Scheduler tune the Sidekiq-side components;
+	// Redis, Queues, Concurrency, Identity and Logger are set by the Server.
+	Bridge    sidekiq.BridgeConfig
+	Heartbeat sidekiq.HeartbeatConfig
+	Scheduler sidekiq.SchedulerConfig
+	// DisableScheduler turns off moving due schedule/retry entries (when a
+	// Ruby Sidekiq server already does it; running both is also correct).
+	DisableScheduler bool
+
+	// Logger gets the per-job lines and the components' warnings. Default: no-op.
+	Logger *zap.Logger
+}
+
+// WithDefaults fills the unset fields.
+func (c Config) WithDefaults() Config {
+	if c.AsynqRedis == nil {
+		c.AsynqRedis = c.Redis
+	}
+	if c.Handler.Redis == nil {
+		c.Handler.Redis = c.Redis
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = []sidekiq.QueueWeight{{Name: sidekiq.DefaultQueue, Weight: 1}}
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 10
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 25 * time.Second
+	}
+	if c.RescueInterval == 0 {
+		c.RescueInterval = 30 * time.Second
+	}
+	if c.Identity == "" {
+		c.Identity = sidekiq.NewIdentity()
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Handler.Logger == nil {
+		c.Handler.Logger = c.Logger
+	}
+	c.Handler = c.Handler.WithDefaults()
+	c.Bridge.Redis, c.Bridge.AsynqRedis = c.Redis, c.AsynqRedis
+	c.Bridge.Queues, c.Bridge.Concurrency = c.Queues, c.Concurrency
+	c.Bridge.Identity, c.Bridge.Logger = c.Identity, c.Logger
+	c.Heartbeat.Redis, c.Heartbeat.Queues, c.Heartbeat.Concurrency = c.Redis, c.Queues, c.Concurrency
+	c.Heartbeat.Identity, c.Heartbeat.Logger = c.Identity, c.Logger
+	c.Scheduler.Redis, c.Scheduler.Queues, c.Scheduler.Logger = c.Redis, c.Queues, c.Logger
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Redis == nil:
+		return errors.New("worker: Config.Redis is required")
+	case c.Concurrency < 1:
+		return fmt.Errorf("worker: Concurrency is %d, must be ≥ 1", c.Concurrency)
+	case c.ShutdownTimeout < time.Second:
+		return fmt.Errorf("worker: ShutdownTimeout %v is below 1s", c.ShutdownTimeout)
+	case c.RescueInterval < time.Second:
+		return fmt.Errorf("worker: RescueInterval %v is below 1s", c.RescueInterval)
+	}
+	return c.Handler.validate()
+}
+
+// Server runs prediction jobs: the asynq server with the handler, the
+// Sidekiq ingress bridge, the Busy-page heartbeat and the scheduler.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	handler *Handler
+	bridge  *sidekiq.Bridge
+	hb      *sidekiq.Heartbeat
+	sched   *sidekiq.Scheduler
+	srv     *asynq.Server
+	insp    *asynq.Inspector
+
+	mu       sync.Mutex
+	state    int // 0 new, 1 started, 2 shut down
+	stopResc chan struct{}
+	rescWG   sync.WaitGroup
+}
+
+// New builds a server; nothing touches Redis before Start.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	h, err := NewHandler(cfg.Handler)
+	if err != nil {
+		return nil, err
+	}
+	bridge, err := sidekiq.NewBridge(cfg.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	hb, err := sidekiq.NewHeartbeat(cfg.Heartbeat)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	var sched *sidekiq.Scheduler
+	if !cfg.DisableScheduler {
+		if sched, err = sidekiq.NewScheduler(cfg.Scheduler); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
+	addOutageHook(cfg.Redis)
+	if cfg.AsynqRedis != cfg.Redis {
+		addOutageHook(cfg.AsynqRedis)
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, handler: h,
+		bridge: bridge, hb: hb, sched: sched,
+		insp:     asynq.NewInspectorFromRedisClient(cfg.AsynqRedis),
+		stopResc: make(chan struct{}),
+	}
+	s.srv = asynq.NewServerFromRedisClient(cfg.AsynqRedis, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          sidekiq.AsynqQueues(cfg.Queues),
+		ShutdownTimeout: asynqShutdownTimeout(cfg.ShutdownTimeout),
+		RetryDelayFunc:  retryDelay,
+		IsFailure:       isFailure,
+		Logger:          asynqLogger{cfg.Logger.Named("asynq").Sugar()},
+		LogLevel:        asynq.WarnLevel,
+		// The bridge keeps asynq's pending list short and refills it every
+		// few ms; an idle processor should notice new work soon.
+		TaskCheckInterval: 200 * time.Millisecond,
+	})
+	return s, nil
+}
+
+// asynqShutdownTimeout leaves room, inside the process's own timeout, for
+// stopping the bridge before and returning jobs after asynq's shutdown.
+func asynqShutdownTimeout(total time.Duration) time.Duration {
+	return max(total-5*time.Second, total*3/5)
+}
+
+// retryDelay is Sidekiq's backoff, except that a task whose worker died
+// (asynq's lease expired) is run again at once: that was no failure of
+// the job.
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return time.Second
+	}
+	return sidekiq.Backoff(n)
+}
+
+// isFailure keeps crash recoveries from using up a job's retries.
+func isFailure(err error) bool { return !errors.Is(err, asynq.ErrLeaseExpired) }
+
+// Handler is the job handler (for its stats).
+func (s *Server) Handler() *Handler { return s.handler }
+
+// Identity is the process identity on Sidekiq's Busy page.
+func (s *Server) Identity() string { return s.cfg.Identity }
+
+// mux builds the handler chain: log line → Busy page and stats → handler.
+func (s *Server) mux() *asynq.ServeMux {
+	mux := asynq.NewServeMux()
+	mux.Use(LogJobs(s.log))
+	mux.Use(s.heartbeatMiddleware)
+	mux.Handle(sidekiq.TaskType, s.handler)
+	return mux
+}
+
+func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		done := s.hb.Begin(t.Payload())
+		defer done()
+		err := next.ProcessTask(ctx, t)
+		if ctx.Err() == nil || err == nil { // interrupted jobs are requeued, not counted
+			s.hb.RecordResult(err != nil)
+		}
+		return err
+	})
+}
+
+// Start starts processing and returns at once. Redis need not be up: every
+// component retries with backoff in the background and logs while it does.
+// ctx bounds only the first attempts; the server runs until Shutdown.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 0 {
+		return errors.New("worker: Start called twice")
+	}
+	s.state = 1
+	if err := s.srv.Start(s.mux()); err != nil {
+		return fmt.Errorf("worker: starting asynq: %w", err)
+	}
+	// Ingress after the pool, so what it hands over is processed at once.
+	if err := s.bridge.Start(ctx); err != nil {
+		s.srv.Shutdown()
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := s.hb.Start(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if s.sched != nil {
+		if err := s.sched.Start(ctx); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+	}
+	s.rescWG.Add(1)
+	go s.rescueLoop()
+	s.log.Info("worker started",
+		zap.String("identity", s.cfg.Identity),
+		zap.Strings("queues", sidekiq.QueueNames(s.cfg.Queues)),
+		zap.Int("concurrency", s.cfg.Concurrency),
+		zap.String("model_version", s.cfg.Handler.Predictor.Version()),
+		zap.String("callback_class", s.cfg.Handler.CallbackClass))
+	return nil
+}
+
+// Shutdown stops taking work, lets running jobs finish (asynq returns those
+// that do not to its queue near the end of ShutdownTimeout), moves jobs no
+// worker started back to their Sidekiq queue and takes the process off
+// Sidekiq's Busy page. It returns within ShutdownTimeout or when ctx ends,
+// whichever is first; nothing is lost either way (a job still in flight is
+// recovered by the next worker).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != 1 {
+		s.mu.Unlock()
+		return errors.New("worker: Shutdown without a running Start")
+	}
+	s.state = 2
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+	defer cancel()
+	start := time.Now()
+	s.log.Info("worker shutting down", zap.Duration("timeout", s.cfg.ShutdownTimeout))
+
+	var errs []error
+	s.hb.Quiet()
+	close(s.stopResc)
+	if s.sched != nil {
+		if err := s.sched.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Stop the ingress first: what it holds goes to asynq (or back to its queue).
+	if err := s.bridge.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	// Then the pool: no new task, running ones finish or are requeued.
+	s.srv.Stop()
+	done := make(chan struct{})
+	go func() { s.srv.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("asynq shutdown: %w", ctx.Err()))
+	}
+	if !s.cfg.DisableReturnPending && ctx.Err() == nil {
+		n, err := s.returnPending(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if n > 0 {
+			s.log.Info("returned jobs no worker had started to their Sidekiq queue", zap.Int("jobs", n))
+		}
+	}
+	s.rescWG.Wait()
+	hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if err := s.hb.Shutdown(hctx); err != nil {
+		errs = append(errs, err)
+	}
+	hcancel()
+	s.insp.Close()
+	err := errors.Join(errs...)
+	s.log.Info("worker stopped", zap.Duration("took", time.Since(start)), zap.Error(err))
+	if err != nil {
+		return fmt.Errorf("worker shutdown: %w", err)
+	}
+	return nil
+}
+
+// returnPending moves pending asynq tasks back to their Sidekiq queue: each
+// is pushed to the pop end of queue:<name> first and deleted from asynq
+// second, so a crash in between leaves it in both places, and the bridge's
+// TaskID turns the second transfer into a no-op. A task a worker elsewhere
+// took in between cannot be deleted; its copy in the queue is then a
+// redelivery the bridge also recognizes.
+func (s *Server) returnPending(ctx context.Context) (int, error) {
+	n := 0
+	for _, q := range s.cfg.Queues {
+		for {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			// Oldest last in the list: LRANGE 0.. is newest first, which is the
+			// order to RPUSH so that the oldest ends up at the pop end.
+			tasks, err := s.insp.ListPendingTasks(q.Name, asynq.PageSize(100))
+			if err != nil {
+				if errors.Is(err, asynq.ErrQueueNotFound) {
+					break
+				}
+				return n, fmt.Errorf("listing pending tasks of %s: %w", q.Name, err)
+			}
+			moved := 0
+			for _, t := range tasks {
+				if t.Type != sidekiq.TaskType {
+					continue
+				}
+				if err := s.cfg.Redis.RPush(ctx, sidekiq.QueueKey(q.Name), t.Payload).Err(); err != nil {
+					return n, fmt.Errorf("returning %s to %s: %w", t.ID, q.Name, err)
+				}
+				if err := s.insp.DeleteTask(q.Name, t.ID); err != nil {
+					s.log.Debug("returned task could not be deleted from asynq (a worker took it)", zap.String("task_id", t.ID), zap.Error(err))
+					continue
+				}
+				n++
+				moved++
+			}
+			if moved == 0 {
+				break
+			}
+		}
+	}
+	return n, nil
+}
+
+// rescueLoop runs again the tasks asynq archived only because their worker
+// died with no retry left (retry: 0 jobs): a crash is not a failure of the
+// job, and the job must not be lost.
+func (s *Server) rescueLoop() {
+	defer s.rescWG.Done()
+	t := time.NewTicker(s.cfg.RescueInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopResc:
+			return
+		case <-t.C:
+		}
+		for _, q := range s.cfg.Queues {
+			n, err := s.rescue(q.Name)
+			if err != nil {
+				s.log.Debug("rescue of lease-expired tasks failed", zap.String("queue", q.Name), zap.Error(err))
+			}
+			if n > 0 {
+				s.log.Warn("re-ran jobs archived after their worker died", zap.String("queue", q.Name), zap.Int("jobs", n))
+			}
+		}
+	}
+}
+
+func (s *Server) rescue(q string) (int, error) {
+	n := 0
+	for page := 1; page <= 100; page++ {
+		select {
+		case <-s.stopResc:
+			return n, nil
+		default:
+		}
+		tasks, err := s.insp.ListArchivedTasks(q, asynq.Page(page), asynq.PageSize(100))
+		if err != nil {
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				return n, nil
+			}
+			return n, err
+		}
+		for _, t := range tasks {
+			if t.LastErr == asynq.ErrLeaseExpired.Error() && t.Type == sidekiq.TaskType {
+				if err := s.insp.RunTask(q, t.ID); err == nil {
+					n++
+				}
+			}
+		}
+		if len(tasks) < 100 {
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// asynqLogger adapts a SugaredLogger to asynq.Logger. Fatal logs at Error
+// level and does not exit: only main decides to exit.
+type asynqLogger struct{ s *zap.SugaredLogger }
+
+func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
+func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
+func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
+func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
+func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }
