@@ -101,4 +101,3 @@ func LogJobs(log *zap.Logger) asynq.MiddlewareFunc {
 		})
 	}
 }
-
