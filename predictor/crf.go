@@ -87,6 +87,12 @@ func NewCRF(m *model.Model, limits Limits) (*CRF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model needs %w", err)
 	}
+	return newCRFWith(m, fs, limits)
+}
+
+// newCRFWith pairs a model with a given feature set (cross-validation of
+// feature sets that are not registered).
+func newCRFWith(m *model.Model, fs FeatureSet, limits Limits) (*CRF, error) {
 	c := &CRF{m: m, fs: fs, limits: limits.WithDefaults(), version: ModelVersion(m)}
 	c.pool.New = func() any {
 		s := &crfScratch{}

@@ -32,6 +32,8 @@ type FeatureSet interface {
 // concurrent use; the predictor pools them.
 type Scratch struct {
 	buf   []byte
+	buf2  []byte
+	vocab []string
 	lower []byte
 	info  []tokInfo
 }

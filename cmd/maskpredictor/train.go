@@ -57,7 +57,7 @@ func runTrain(ctx context.Context, args []string, sys IO) error {
 	settings := model.Settings{C1: f.c1, C2: f.c2, MaxIterations: f.maxIter, PossibleTransitions: true, FeatureSet: f.features}
 	extra := map[string]string{}
 	if f.cv > 0 {
-		rep, err := crossValidate(ctx, ds, fset, settings, f.cv)
+		rep, err := predictor.CrossValidate(ctx, ds.Records, fset, settings, f.cv)
 		if err != nil {
 			return err
 		}
@@ -119,44 +119,6 @@ func loadDataset(path string, sys IO) (*predictor.Dataset, error) {
 		fmt.Fprintf(sys.Stderr, "warning: %s: skipping %s\n", path, s)
 	}
 	return ds, nil
-}
-
-// crossValidate trains K models, record k held out by model k mod K, and
-// scores the pooled out-of-fold predictions.
-func crossValidate(ctx context.Context, ds *predictor.Dataset, fset predictor.FeatureSet, s model.Settings, k int) (predictor.Report, error) {
-	if k > len(ds.Records) {
-		return predictor.Report{}, fmt.Errorf("%w: --cv %d with only %d records", errUsage, k, len(ds.Records))
-	}
-	sc := predictor.NewScorer()
-	preds := make([][]string, len(ds.Records))
-	for fold := 0; fold < k; fold++ {
-		var train []predictor.Record
-		for i, r := range ds.Records {
-			if i%k != fold {
-				train = append(train, r)
-			}
-		}
-		m, err := model.Train(ctx, predictor.Examples(train, fset), s)
-		if err != nil {
-			return predictor.Report{}, fmt.Errorf("training fold %d: %w", fold, err)
-		}
-		c, err := predictor.NewCRF(m, predictor.Limits{MaxChars: 1 << 20, MaxTokens: 1 << 20})
-		if err != nil {
-			return predictor.Report{}, err
-		}
-		for i := fold; i < len(ds.Records); i += k {
-			r := ds.Records[i]
-			p, err := c.PredictTokens(r.MaskName, r.Tokens, predictor.Options{})
-			if err != nil {
-				return predictor.Report{}, fmt.Errorf("fold %d, record %d: %w", fold, i, err)
-			}
-			preds[i] = p.Labels
-		}
-	}
-	for i, r := range ds.Records {
-		sc.Add(r.MaskName, r.Tokens, r.Labels, preds[i])
-	}
-	return sc.Report(), nil
 }
 
 // progressLine prints one line per iteration, for terminals.

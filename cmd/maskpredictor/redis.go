@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// redisFlags choose the Redis the worker, the cache and Rails share.
+type redisFlags struct {
+	url string
+}
+
+func (rf *redisFlags) register(fs interface {
+	StringVar(p *string, name, value, usage string)
+}) {
+	fs.StringVar(&rf.url, "redis-url", "", "Redis URL, redis:// or rediss:// (default: $REDIS_TLS_URL, else $REDIS_URL, else redis://localhost:6379/0)")
+}
+
+// redisURL picks the URL: the flag, REDIS_TLS_URL (Heroku's TLS endpoint),
+// REDIS_URL, or the local default.
+func (rf *redisFlags) redisURL(sys IO) (string, string) {
+	switch {
+	case rf.url != "":
+		return rf.url, "--redis-url"
+	case sys.Env("REDIS_TLS_URL") != "":
+		return sys.Env("REDIS_TLS_URL"), "REDIS_TLS_URL"
+	case sys.Env("REDIS_URL") != "":
+		return sys.Env("REDIS_URL"), "REDIS_URL"
+	}
+	return "redis://localhost:6379/0", "default"
+}
+
+// options parses the URL into go-redis options. rediss:// verifies the
+// server certificate unless REDIS_TLS_SKIP_VERIFY=true (Heroku Redis uses
+// self-signed certificates), which is logged as a warning.
+func (rf *redisFlags) options(sys IO, log *zap.Logger) (*redis.Options, error) {
+	raw, source := rf.redisURL(sys)
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errUsage, source, redactErr(err, raw))
+	}
+	skip := false
+	if s := sys.Env("REDIS_TLS_SKIP_VERIFY"); s != "" {
+		if skip, err = strconv.ParseBool(s); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_TLS_SKIP_VERIFY=%q is not a boolean", errUsage, s)
+		}
+	}
+	if opt.TLSConfig != nil && skip {
+		opt.TLSConfig.InsecureSkipVerify = true //nolint:gosec // explicitly asked for (Heroku's self-signed certificates)
+		log.Warn("REDIS_TLS_SKIP_VERIFY=true: the Redis server's TLS certificate is NOT verified",
+			zap.String("redis", redact(raw)))
+	} else if skip {
+		log.Warn("REDIS_TLS_SKIP_VERIFY is set but the Redis URL is not rediss://; ignored", zap.String("redis", redact(raw)))
+	}
+	if opt.TLSConfig != nil && opt.TLSConfig.MinVersion == 0 {
+		opt.TLSConfig.MinVersion = tls.VersionTLS12
+	}
+	return opt, nil
+}
+
+// newRedis returns a client for opt with a pool sized for concurrency.
+func newRedis(opt *redis.Options, poolSize int) *redis.Client {
+	o := *opt
+	if o.PoolSize == 0 {
+		o.PoolSize = poolSize
+	}
+	return redis.NewClient(&o)
+}
+
+// redact hides the password of a Redis URL for logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	return msg
+}
+
+// waitRedis pings until Redis answers or ctx ends, with capped exponential
+// backoff and one log line per attempt that failed after the first (so an
+// unreachable Redis is visible without flooding the log).
+func waitRedis(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, what string) error {
+	d := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("Redis reachable", zap.String("for", what), zap.Int("attempts", attempt))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("Redis unreachable; retrying", zap.String("for", what), zap.Error(err),
+			zap.Int("attempt", attempt), zap.Duration("backoff", d))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		d = min(d*2, 10*time.Second)
+	}
+}
+
+// envDuration reads a duration from the environment ("25s", or plain
+// seconds "25").
+func envDuration(sys IO, key string, def time.Duration) (time.Duration, error) {
+	s := sys.Env(key)
+	if s == "" {
+		return def, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return d, nil
+	}
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	return 0, fmt.Errorf("%w: %s=%q is not a duration", errUsage, key, s)
+}
+
+func envInt(sys IO, key string, def int) (int, error) {
+	s := sys.Env(key)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not an integer", errUsage, key, s)
+	}
+	return n, nil
+}
+
+func envString(sys IO, key, def string) string {
+	if s := sys.Env(key); s != "" {
+		return s
+	}
+	return def
+}
+
+var errNoRedis = errors.New("redis unreachable")

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/predictor"
+	"github.com/maskpredictor/maskpredictor/worker"
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+// workerFlags are the settings of the job worker (`worker` and `run`).
+// Every flag has an environment variable; flags override it.
+type workerFlags struct {
+	redis           redisFlags
+	model           modelFlags
+	limits          predictor.Limits
+	queues          string
+	concurrency     int
+	callbackClass   string
+	callbackQueue   string
+	shutdownTimeout time.Duration
+	cacheTTL        time.Duration
+	noScheduler     bool
+}
+
+func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
+	var err error
+	env := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	conc, e := envInt(sys, "WORKER_CONCURRENCY", 10)
+	env(e)
+	shutdown, e := envDuration(sys, "SHUTDOWN_TIMEOUT", 25*time.Second)
+	env(e)
+	ttl, e := envDuration(sys, "CACHE_TTL", 0)
+	env(e)
+	wf.redis.register(fs)
+	wf.model.register(fs)
+	fs.IntVar(&wf.limits.MaxChars, "max-chars", predictor.DefaultLimits.MaxChars, "longest accepted name, in characters")
+	fs.IntVar(&wf.limits.MaxTokens, "max-tokens", predictor.DefaultLimits.MaxTokens, "most tokens accepted in a name")
+	fs.StringVar(&wf.queues, "queues", envString(sys, "WORKER_QUEUES", sidekiq.DefaultQueue),
+		`Sidekiq queues to work, optionally weighted: "a:3,b:1" ($WORKER_QUEUES)`)
+	fs.IntVar(&wf.concurrency, "concurrency", conc, "jobs processed at once ($WORKER_CONCURRENCY)")
+	fs.StringVar(&wf.callbackClass, "callback-class", sys.Env("CALLBACK_CLASS"),
+		"Sidekiq job class pushed with every prediction; empty: no callback jobs ($CALLBACK_CLASS)")
+	fs.StringVar(&wf.callbackQueue, "callback-queue", envString(sys, "CALLBACK_QUEUE", "default"),
+		"queue of the callback jobs ($CALLBACK_QUEUE)")
+	fs.DurationVar(&wf.shutdownTimeout, "shutdown-timeout", shutdown,
+		"on SIGTERM, finish running jobs within this, then exit ($SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&wf.cacheTTL, "cache-ttl", ttl, "expiry of cache entries; 0 keeps them ($CACHE_TTL)")
+	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
+		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
+	return err
+}
+
+// workerService is the job worker as a service of the process, with the
+// Redis clients it owns.
+type workerService struct {
+	srv    *worker.Server
+	rdb    *redis.Client
+	asynqR *redis.Client
+	log    *zap.Logger
+}
+
+// newWorkerService loads the model (falling back to the rules when it
+// cannot load) and builds the worker. Nothing touches Redis yet.
+func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, log *zap.Logger) (*workerService, error) {
+	queues, err := sidekiq.ParseQueues(wf.queues)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --queues: %v", errUsage, err)
+	}
+	switch {
+	case wf.concurrency < 1:
+		return nil, fmt.Errorf("%w: --concurrency %d, want ≥ 1", errUsage, wf.concurrency)
+	case wf.shutdownTimeout < time.Second:
+		return nil, fmt.Errorf("%w: --shutdown-timeout %v, want ≥ 1s", errUsage, wf.shutdownTimeout)
+	case wf.cacheTTL < 0:
+		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
+	}
+	opt, err := wf.redis.options(sys, log)
+	if err != nil {
+		return nil, err
+	}
+	l, err := wf.model.loadFull(ctx, sys, wf.limits)
+	if err != nil {
+		return nil, err
+	}
+	var p worker.Predictor
+	if l.crf != nil {
+		p = worker.CRFPredictor(l.crf)
+	} else {
+		r, ok := l.p.(*predictor.Rules)
+		if !ok {
+			return nil, fmt.Errorf("internal error: fallback predictor is %T", l.p)
+		}
+		p = worker.RulesPredictor(r)
+	}
+	// One pool for the Sidekiq side (bridge, handler, cache, heartbeat) and
+	// one for asynq, so that neither starves the other.
+	rdb := newRedis(opt, wf.concurrency+10)
+	asynqR := newRedis(opt, wf.concurrency+10)
+	c, err := cache.New(rdb, cache.Config{TTL: wf.cacheTTL, Logger: log})
+	if err != nil {
+		rdb.Close()
+		asynqR.Close()
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	srv, err := worker.New(worker.Config{
+		Redis:      rdb,
+		AsynqRedis: asynqR,
+		Handler: worker.HandlerConfig{
+			Predictor:     p,
+			Cache:         c,
+			CallbackClass: wf.callbackClass,
+			CallbackQueue: wf.callbackQueue,
+			Limits:        wf.limits,
+		},
+		Queues:           queues,
+		Concurrency:      wf.concurrency,
+		ShutdownTimeout:  wf.shutdownTimeout,
+		DisableScheduler: wf.noScheduler,
+		Logger:           log,
+	})
+	if err != nil {
+		rdb.Close()
+		asynqR.Close()
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	raw, source := wf.redis.redisURL(sys)
+	fields := []zap.Field{
+		zap.String("redis", redact(raw)), zap.String("redis_from", source),
+		zap.String("model", l.source), zap.String("model_version", p.Version()),
+	}
+	if l.fallback != "" {
+		fields = append(fields, zap.String("fallback_reason", l.fallback))
+	}
+	log.Info("worker configured", fields...)
+	return &workerService{srv: srv, rdb: rdb, asynqR: asynqR, log: log}, nil
+}
+
+func (w *workerService) Name() string { return "worker" }
+
+// Start logs (with backoff) while Redis is unreachable, without blocking:
+// the worker's components retry by themselves.
+func (w *workerService) Start(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := w.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		w.log.Warn("Redis unreachable at start; the worker retries with backoff", zap.Error(err))
+		go func() { _ = waitRedis(context.WithoutCancel(ctx), w.rdb, w.log, "worker") }()
+	}
+	return w.srv.Start(ctx)
+}
+
+func (w *workerService) Shutdown(ctx context.Context) error {
+	err := w.srv.Shutdown(ctx)
+	w.asynqR.Close()
+	w.rdb.Close()
+	return err
+}
+
+// runWorker is `maskpredictor worker`: the Sidekiq-compatible job worker.
+func runWorker(ctx context.Context, args []string, sys IO) error {
+	fs := newFlagSet("worker", sys)
+	var wf workerFlags
+	envErr := wf.register(fs, sys)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if envErr != nil {
+		return envErr
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	log := logger(sys)
+	defer log.Sync() //nolint:errcheck // stderr
+	w, err := newWorkerService(ctx, sys, &wf, log)
+	if err != nil {
+		return err
+	}
+	return runServices(ctx, log, wf.shutdownTimeout, w)
+}

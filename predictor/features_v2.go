@@ -1,0 +1,137 @@
+package predictor
+
+import (
+	"unicode/utf8"
+)
+
+// v2 is feature set v1 plus what cross-validation on the 236 labelled names
+// showed to help (BENCHMARKS.md has the ablation): word shape, the tokens two
+// to the left and right, position from the end, and membership of the token
+// and its neighbours in the closed vocabularies of vocabulary.txt. Each part
+// can be switched off, for the ablation; the registered "v2" is the chosen set.
+type v2 struct {
+	name      string
+	shape     bool // token.shape:Xx9 (collapsed character classes)
+	window2   bool // prev2.token.lower / next2.token.lower
+	fromEnd   bool // position.rindex:0|1|2|3+
+	vocab     bool // vocab:<label> of the token, prev.vocab / next.vocab
+	affix4    bool // token.prefix4 / token.suffix4
+	digitMix  bool // token.digitletter: digits and letters mixed
+	vocabular *Vocabulary
+}
+
+func init() {
+	registerFeatureSet(newV2("v2", v2Parts{shape: true, window2: true, fromEnd: true, vocab: true, affix4: false, digitMix: true}))
+}
+
+type v2Parts struct{ shape, window2, fromEnd, vocab, affix4, digitMix bool }
+
+func newV2(name string, p v2Parts) *v2 {
+	return &v2{name: name, shape: p.shape, window2: p.window2, fromEnd: p.fromEnd, vocab: p.vocab,
+		affix4: p.affix4, digitMix: p.digitMix, vocabular: DefaultVocabulary()}
+}
+
+func (f *v2) Name() string { return f.name }
+
+// v2 fixed attributes continue v1's.
+const (
+	fDigitLetter = numV1Fixed + iota
+	fBOS2
+	fEOS2
+	numV2Fixed
+)
+
+var v2Fixed = func() []string {
+	names := append([]string(nil), v1Fixed[:]...)
+	return append(names, "token.digitletter", "BOS2", "EOS2")
+}()
+
+func (f *v2) FixedNames() []string { return v2Fixed }
+
+func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
+	sc.prepare(toks)
+	e := emitter{sc: sc, sink: sink}
+	n := len(toks)
+	if f.vocab {
+		sc.vocab = sc.vocab[:0]
+		for i := range toks {
+			l, _ := f.vocabular.Word(string(sc.lowerOf(&sc.info[i])))
+			sc.vocab = append(sc.vocab, l)
+		}
+	}
+	label := func(i int) string {
+		if i < 0 || i >= n {
+			return ""
+		}
+		return sc.vocab[i]
+	}
+	var vocabLabels [3]string
+	for i, tok := range toks {
+		ti := &sc.info[i]
+		v1Token(e, toks, i, n, tok, ti)
+		if f.shape {
+			sc.buf2 = appendShape(sc.buf2[:0], tok)
+			e.str("token.shape", sc.buf2)
+		}
+		if f.digitMix {
+			e.flag(fDigitLetter, ti.hasDigit && ti.hasAlpha)
+		}
+		if f.affix4 && ti.runes >= 4 {
+			e.strLower("token.prefix4", runePrefix(tok, 4))
+			e.strLower("token.suffix4", runeSuffix(tok, 4))
+		}
+		if f.window2 {
+			if i > 1 {
+				e.str("prev2.token.lower", sc.lowerOf(&sc.info[i-2]))
+			} else {
+				e.num(fBOS2, 1)
+			}
+			if i < n-2 {
+				e.str("next2.token.lower", sc.lowerOf(&sc.info[i+2]))
+			} else {
+				e.num(fEOS2, 1)
+			}
+		}
+		if f.fromEnd {
+			r := n - 1 - i
+			if r > 3 {
+				r = 3
+			}
+			e.str("position.rindex", []byte{byte('0' + r)})
+		}
+		if f.vocab {
+			vocabLabels = [3]string{label(i - 1), label(i), label(i + 1)}
+			for k, key := range [3]string{"prev.vocab", "token.vocab", "next.vocab"} {
+				if vocabLabels[k] != "" {
+					e.str(key, []byte(vocabLabels[k]))
+				}
+			}
+		}
+		sink.EndToken()
+	}
+}
+
+// appendShape maps upper-case letters to X, lower-case to x, digits to 9,
+// keeps other characters, and collapses runs: "KN95" → "X9", "Aura" → "Xx",
+// "9205+" → "9+".
+func appendShape(dst []byte, tok string) []byte {
+	var last rune = -1
+	for _, r := range tok {
+		var c rune
+		switch {
+		case pyIsUpper(r) || pyIsTitle(r):
+			c = 'X'
+		case pyIsLower(r):
+			c = 'x'
+		case pyIsDigit(r):
+			c = '9'
+		default:
+			c = r
+		}
+		if c != last {
+			dst = utf8.AppendRune(dst, c)
+			last = c
+		}
+	}
+	return dst
+}
