@@ -49,6 +49,9 @@ func commands() map[string]command {
 		"model":   {"model files: info, convert", runModel},
 		"train":   {"train a model from a Rails export (--cv K cross-validates)", runTrain},
 		"eval":    {"accuracy of a model on labelled names", runEval},
+		"worker":  {"work prediction jobs from Sidekiq queues (Redis)", runWorker},
+		"run":     {"the worker and the HTTP server in one process", runRun},
+		"enqueue": {"push prediction jobs as Rails does; --wait prints the predictions", runEnqueue},
 	}
 }
 

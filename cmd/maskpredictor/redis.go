@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -160,5 +159,3 @@ func envString(sys IO, key, def string) string {
 	}
 	return def
 }
-
-var errNoRedis = errors.New("redis unreachable")

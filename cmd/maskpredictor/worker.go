@@ -65,10 +65,11 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 // workerService is the job worker as a service of the process, with the
 // Redis clients it owns.
 type workerService struct {
-	srv    *worker.Server
-	rdb    *redis.Client
-	asynqR *redis.Client
-	log    *zap.Logger
+	srv      *worker.Server
+	rdb      *redis.Client
+	asynqR   *redis.Client
+	log      *zap.Logger
+	stopWait context.CancelFunc
 }
 
 // newWorkerService loads the model (falling back to the rules when it
@@ -157,12 +158,17 @@ func (w *workerService) Start(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		w.log.Warn("Redis unreachable at start; the worker retries with backoff", zap.Error(err))
-		go func() { _ = waitRedis(context.WithoutCancel(ctx), w.rdb, w.log, "worker") }()
+		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		w.stopWait = stop
+		go func() { _ = waitRedis(wctx, w.rdb, w.log, "worker") }()
 	}
 	return w.srv.Start(ctx)
 }
 
 func (w *workerService) Shutdown(ctx context.Context) error {
+	if w.stopWait != nil {
+		w.stopWait()
+	}
 	err := w.srv.Shutdown(ctx)
 	w.asynqR.Close()
 	w.rdb.Close()
