@@ -66,11 +66,11 @@ func LogJobs(log *zap.Logger) asynq.MiddlewareFunc {
 			switch len(ji.names) {
 			case 0:
 			case 1:
-				fields = append(fields, zap.String("mask_name", ji.names[0].MaskName))
+				fields = append(fields, zap.String("mask_name", abbrev(ji.names[0].MaskName)))
 			default:
 				names := make([]string, len(ji.names))
 				for i, r := range ji.names {
-					names[i] = r.MaskName
+					names[i] = abbrev(r.MaskName)
 				}
 				fields = append(fields, zap.Strings("mask_names", names))
 			}
