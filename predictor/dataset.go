@@ -68,9 +68,9 @@ func LoadExport(r io.Reader) (*Dataset, error) {
 	}
 	sum := sha256.Sum256(data)
 	ds := &Dataset{Hash: hex.EncodeToString(sum[:])}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(data, &raws); err != nil {
-		return nil, fmt.Errorf("%w: training data is not a JSON array of records: %v", ErrBadRecord, err)
+	raws, err := splitRecords(data)
+	if err != nil {
+		return nil, err
 	}
 	for i, raw := range raws {
 		rec, skip, err := parseRecord(i, raw)
@@ -87,6 +87,28 @@ func LoadExport(r io.Reader) (*Dataset, error) {
 		return nil, fmt.Errorf("%w: no usable records (%d skipped)", ErrBadRecord, len(ds.Skipped))
 	}
 	return ds, nil
+}
+
+// splitRecords reads the top-level array one element at a time, so a
+// malformed record is reported with its index and byte offset.
+func splitRecords(data []byte) ([]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if d, ok := tok.(json.Delim); err != nil || !ok || d != '[' {
+		return nil, fmt.Errorf("%w: training data is not a JSON array of records", ErrBadRecord)
+	}
+	var raws []json.RawMessage
+	for i := 0; dec.More(); i++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w %d (byte %d): malformed JSON: %v", ErrBadRecord, i, dec.InputOffset(), err)
+		}
+		raws = append(raws, raw)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("%w %d (byte %d): malformed JSON: %v", ErrBadRecord, len(raws), dec.InputOffset(), err)
+	}
+	return raws, nil
 }
 
 func parseRecord(i int, raw json.RawMessage) (Record, string, error) {

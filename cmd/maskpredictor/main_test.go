@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,15 +112,9 @@ func TestPredictModelFlags(t *testing.T) {
 		t.Fatalf("--rules: exit %d %s", code, out)
 	}
 	var first string
-	for _, f := range []string{"crf_model.crfsuite", "crf_model.pkl", "default"} {
+	for _, f := range []string{"crf_model.crfsuite", "crf_model.pkl"} {
 		path := filepath.Join("..", "..", "testdata", f)
-		if f == "default" {
-			path = ""
-		}
-		args := []string{"predict", "Honeywell DF300 N95 Med/High"}
-		if path != "" {
-			args = append(args, "--model", path)
-		}
+		args := []string{"predict", "Honeywell DF300 N95 Med/High", "--model", path}
 		code, out, errs := runMain(t, nil, "", args...)
 		if code != 0 {
 			t.Fatalf("%s: exit %d %s", f, code, errs)
@@ -149,5 +144,83 @@ func TestModelInfoAndConvert(t *testing.T) {
 	code, info, errs := runMain(t, nil, "", "model", "info", out)
 	if code != 0 || !strings.Contains(info, "1536 state + 66 transition") || !strings.Contains(info, "attributes   1172") {
 		t.Fatalf("info: %d %s %s", code, info, errs)
+	}
+}
+
+// TestTrainDeterministicAndEval: training twice gives byte-identical files,
+// the skipped records are named, and eval reads the model back.
+func TestTrainDeterministicAndEval(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data.json")
+	train, err := os.ReadFile("../../testdata/train.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mismatched, err := os.ReadFile("../../testdata/mismatched.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 236 good records plus the two mismatched ones.
+	joined := strings.TrimSuffix(strings.TrimSpace(string(train)), "]") + "," + strings.TrimPrefix(strings.TrimSpace(string(mismatched)), "[")
+	if err := os.WriteFile(data, []byte(joined), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var files [2][]byte
+	for i := range files {
+		out := filepath.Join(dir, fmt.Sprintf("m%d.bin", i))
+		code, _, errs := runMain(t, nil, "", "train", "--data", data, "--out", out, "--features", "v1")
+		if code != 0 {
+			t.Fatalf("train: exit %d: %s", code, errs)
+		}
+		if n := strings.Count(errs, "warning:"); n != 2 || !strings.Contains(errs, "Primacare") || !strings.Contains(errs, "record 237") {
+			t.Fatalf("want two warnings naming the mismatched records, got:\n%s", errs)
+		}
+		if files[i], err = os.ReadFile(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(files[0], files[1]) {
+		t.Fatal("two trainings gave different model files")
+	}
+	code, out, errs := runMain(t, nil, "", "eval", "--model", filepath.Join(dir, "m0.bin"), "--data", "../../testdata/train.json", "--json")
+	if code != 0 {
+		t.Fatalf("eval: exit %d: %s", code, errs)
+	}
+	var rep struct {
+		TokenAccuracy float64 `json:"token_accuracy"`
+		NameAccuracy  float64 `json:"name_accuracy"`
+		Tokens, Names int
+		Labels        map[string]map[string]any `json:"labels"`
+		Confusion     map[string]map[string]int `json:"confusion"`
+		Errors        []any                     `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// The Go trainer reproduces CRFsuite's model: 1190/1200 tokens, 226/236 names on its training data.
+	if rep.Tokens != 1200 || rep.Names != 236 || rep.TokenAccuracy != 1190.0/1200 || rep.NameAccuracy != 226.0/236 || len(rep.Labels) != 9 || len(rep.Errors) != 10 {
+		t.Fatalf("eval report %+v", rep)
+	}
+}
+
+func TestTrainBadData(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]string{
+		"record 1 (byte":  `[{"mask_name":"3M","breakdown":[{"3M":"brand"}]}, {"mask_name": "x", `,
+		"record 1: empty": `[{"mask_name":"3M","breakdown":[{"3M":"brand"}]},{"mask_name":"","breakdown":[]}]`,
+		"unknown label":   `[{"mask_name":"3M Aura","breakdown":[{"3M":"brand"},{"Aura":"modell"}]}]`,
+	}
+	for want, body := range cases {
+		f := filepath.Join(dir, "bad.json")
+		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := runMain(t, nil, "", "train", "--data", f, "--out", filepath.Join(dir, "m.bin"))
+		if code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("%s: exit %d, stderr %q", want, code, errs)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "m.bin")); err == nil {
+			t.Errorf("%s: a model file was written", want)
+		}
 	}
 }

@@ -89,7 +89,14 @@ func runTrain(ctx context.Context, args []string, sys IO) error {
 	meta := m.Meta()
 	meta.DataHash = ds.Hash
 	if len(extra) > 0 {
-		meta.Extra = extra
+		merged := map[string]string{}
+		for k, v := range meta.Extra {
+			merged[k] = v
+		}
+		for k, v := range extra {
+			merged[k] = v
+		}
+		meta.Extra = merged
 	}
 	if m, err = m.WithMeta(meta); err != nil {
 		return err
