@@ -1,0 +1,346 @@
+package sidekiq
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Sidekiq's own limits for the dead set (config.rb: dead_max_jobs, dead_timeout_in_seconds)
+// and for the daily stat keys (launcher.rb STATS_TTL).
+const (
+	DeadMaxJobs      = 10_000
+	DeadTimeout      = 180 * 24 * time.Hour
+	statsTTL         = 5 * 365 * 24 * time.Hour
+	maxErrorMessage  = 10_000 // job_retry.rb cuts error_message here
+	maxBackoffCount  = 200    // count⁴ must stay inside time.Duration
+	jidBytes         = 12     // SecureRandom.hex(12): 24 hex chars
+	keyQueues        = "queues"
+	keyDead          = "dead"
+	keySchedule      = "schedule"
+	keyRetry         = "retry"
+	keyProcesses     = "processes"
+	queueKeyPrefix   = "queue:"
+	statProcessedKey = "stat:processed"
+	statFailedKey    = "stat:failed"
+)
+
+// QueueKey is the Redis list Sidekiq keeps a queue's jobs in.
+func QueueKey(queue string) string { return queueKeyPrefix + queue }
+
+// Client writes Sidekiq's Redis format: jobs a Ruby Sidekiq runs (callbacks to Rails),
+// dead-set entries Sidekiq's Web UI shows and can retry, and the stat counters its
+// dashboard graphs. It is safe for concurrent use.
+type Client struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// NewClient returns a Client writing to the Redis Rails' Sidekiq uses.
+func NewClient(rdb redis.UniversalClient) *Client {
+	return &Client{rdb: rdb, now: time.Now}
+}
+
+// PushOption changes a job pushed with Client.Push.
+type PushOption func(*pushOptions)
+
+type pushOptions struct {
+	jid    string
+	retry  []byte
+	at     time.Time
+	extras []field
+}
+
+// WithJID sets the jid instead of a random one. Derive it from the source job when the
+// push must be idempotent under redelivery: Sidekiq itself does not deduplicate, but the
+// Rails handler can, and Sidekiq Web shows both copies under one jid.
+func WithJID(jid string) PushOption { return func(o *pushOptions) { o.jid = jid } }
+
+// WithRetry sets "retry": n, Sidekiq's max retry count for the job (0: straight to dead).
+func WithRetry(n int) PushOption {
+	return func(o *pushOptions) { o.retry = strconv.AppendInt(nil, int64(max(n, 0)), 10) }
+}
+
+// WithoutRetry sets "retry": false: a failing job is neither retried nor kept in dead.
+func WithoutRetry() PushOption { return func(o *pushOptions) { o.retry = []byte("false") } }
+
+// WithAt schedules the job instead of enqueueing it, as Sidekiq's perform_at does: it goes
+// to the schedule ZSET and a Sidekiq poller (or this package's Scheduler) moves it to its
+// queue when due. A time not in the future enqueues at once.
+func WithAt(t time.Time) PushOption { return func(o *pushOptions) { o.at = t } }
+
+// WithField adds a top-level field to the payload ("tags", "backtrace", "display_class"...).
+// It cannot override class, args, jid, queue, retry, created_at or enqueued_at. A value
+// that cannot be JSON-encoded makes Push fail.
+func WithField(key string, value any) PushOption {
+	return func(o *pushOptions) {
+		b, err := marshalNoEscape(value)
+		if err != nil {
+			b = nil // reported by Push
+		}
+		o.extras = append(o.extras, field{key: key, val: b})
+	}
+}
+
+var reservedPushFields = map[string]bool{
+	"class": true, "args": true, "jid": true, "queue": true, "retry": true,
+	"created_at": true, "enqueued_at": true, "at": true,
+}
+
+// Push enqueues a Sidekiq job the way Sidekiq::Client.push does (SADD queues + LPUSH),
+// returns the jid; Sidekiq 7-style payload (float seconds) so any Sidekiq ≥ 6 runs it.
+//
+// The payload is {"retry","queue","class","args","jid","created_at","enqueued_at"} in
+// Sidekiq 7's key order, "retry" true unless an option says otherwise. The two commands
+// run in one MULTI, so a job is never in its list without its queue being listed.
+func (c *Client) Push(ctx context.Context, queue, class string, args []any, opts ...PushOption) (string, error) {
+	if queue == "" {
+		return "", errors.New("sidekiq push: queue is empty")
+	}
+	if class == "" {
+		return "", errors.New("sidekiq push: class is empty")
+	}
+	o := pushOptions{retry: []byte("true")}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.jid == "" {
+		o.jid = NewJID()
+	}
+	if args == nil {
+		args = []any{}
+	}
+	argsJSON, err := marshalNoEscape(args)
+	if err != nil {
+		return "", fmt.Errorf("sidekiq push: args are not JSON-encodable: %w", err)
+	}
+	now := c.now()
+	var buf bytes.Buffer
+	buf.WriteString(`{"retry":`)
+	buf.Write(o.retry)
+	writeMember(&buf, "queue", mustJSON(queue))
+	writeMember(&buf, "class", mustJSON(class))
+	writeMember(&buf, "args", argsJSON)
+	for _, f := range o.extras {
+		if f.val == nil {
+			return "", fmt.Errorf("sidekiq push: field %q is not JSON-encodable", f.key)
+		}
+		if reservedPushFields[f.key] {
+			return "", fmt.Errorf("sidekiq push: field %q cannot be set with WithField", f.key)
+		}
+		writeMember(&buf, f.key, f.val)
+	}
+	writeMember(&buf, "jid", mustJSON(o.jid))
+	writeMember(&buf, "created_at", floatSeconds(now))
+	scheduled := !o.at.IsZero() && o.at.After(now)
+	if !scheduled {
+		writeMember(&buf, "enqueued_at", floatSeconds(now))
+	}
+	buf.WriteByte('}')
+	payload := buf.String()
+
+	pipe := c.rdb.TxPipeline()
+	if scheduled {
+		// client.rb atomic_push: scheduled jobs carry no enqueued_at and the score is "at".
+		pipe.ZAdd(ctx, keySchedule, redis.Z{Score: float64(o.at.UnixNano()) / 1e9, Member: payload})
+	} else {
+		pipe.SAdd(ctx, keyQueues, queue)
+		pipe.LPush(ctx, QueueKey(queue), payload)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", fmt.Errorf("sidekiq push to %s: %w", queue, err)
+	}
+	return o.jid, nil
+}
+
+func writeMember(buf *bytes.Buffer, key string, val []byte) {
+	buf.WriteByte(',')
+	buf.Write(mustJSON(key))
+	buf.WriteByte(':')
+	buf.Write(val)
+}
+
+func mustJSON(s string) []byte {
+	b, _ := marshalNoEscape(s) // a string always encodes
+	return b
+}
+
+// NewJID returns a random jid in Sidekiq's format (SecureRandom.hex(12)).
+func NewJID() string {
+	var b [jidBytes]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+// WithQueue names the queue the job was read from. It is written as "queue" when the
+// payload has none (or is not a JSON object at all), so that Sidekiq Web's "Retry" has a
+// queue to push the entry back to.
+func WithQueue(queue string) DeadOption { return func(o *deadOptions) { o.queue = queue } }
+
+// DeadOption changes an entry written by Client.Dead.
+type DeadOption func(*deadOptions)
+
+type deadOptions struct {
+	retryCount int
+	queue      string
+}
+
+// WithRetryCount records how often the job was retried before it died (asynq's
+// retried count); Sidekiq Web shows it, and its "Retry" button decrements it.
+func WithRetryCount(n int) DeadOption { return func(o *deadOptions) { o.retryCount = max(n, 0) } }
+
+// Dead adds the job to Sidekiq's dead set with error_class/error_message/failed_at, trimmed.
+//
+// It does what Sidekiq's send_to_morgue does, in one MULTI: ZADD dead <now> <job>, then
+// drop entries older than DeadTimeout and all but the newest DeadMaxJobs. The job keeps
+// its own bytes and field order; the error fields are set (error_message cut to 10,000
+// characters and made valid UTF-8), failed_at only if the job never failed before
+// (otherwise retried_at), and retry_count, so Sidekiq Web lists it in the Dead tab and
+// its "Retry" button pushes it back to its queue. A job without a jid gets one: Sidekiq Web
+// addresses dead entries by score and jid. A payload that is not a JSON object at all is
+// wrapped in a job of class MaskPredictor::InvalidPayload whose single argument is the
+// payload text, so that it is shown rather than lost; ParseJob refuses that wrapper, so a
+// "Retry" of it comes straight back here with a reason. Timestamps follow the payload's
+// style (integer milliseconds for Sidekiq 8 payloads, float seconds otherwise).
+func (c *Client) Dead(ctx context.Context, raw []byte, errClass, errMsg string, opts ...DeadOption) error {
+	var o deadOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	now := c.now()
+	entry, err := c.deadEntry(raw, errClass, errMsg, o, now)
+	if err != nil {
+		return err
+	}
+	score := float64(now.UnixNano()) / 1e9
+	pipe := c.rdb.TxPipeline()
+	pipe.ZAdd(ctx, keyDead, redis.Z{Score: score, Member: entry})
+	pipe.ZRemRangeByScore(ctx, keyDead, "-inf", scoreString(now.Add(-DeadTimeout)))
+	// Sidekiq's own "ZREMRANGEBYRANK dead 0 -10000" keeps 9,999; we keep what
+	// dead_max_jobs says, the newest 10,000.
+	pipe.ZRemRangeByRank(ctx, keyDead, 0, -(DeadMaxJobs + 1))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("sidekiq dead set: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) deadEntry(raw []byte, errClass, errMsg string, o deadOptions, now time.Time) ([]byte, error) {
+	if errClass == "" {
+		errClass = "StandardError"
+	}
+	errMsg = strings.ToValidUTF8(errMsg, "\uFFFD")
+	if utf8.RuneCountInString(errMsg) > maxErrorMessage {
+		errMsg = string([]rune(errMsg)[:maxErrorMessage])
+	}
+	fields, err := decodeObject(raw)
+	if err != nil {
+		return c.wrapInvalid(raw, errClass, errMsg, o, now)
+	}
+	millis := usesMillis(fields["created_at"])
+	set := []field{
+		{"error_message", mustJSON(errMsg)},
+		{"error_class", mustJSON(errClass)},
+	}
+	if v, ok := fields["failed_at"]; ok && !isNull(v) {
+		set = append(set, field{"retried_at", jobTimestamp(now, millis)})
+	} else {
+		set = append(set, field{"failed_at", jobTimestamp(now, millis)})
+	}
+	set = append(set, field{"retry_count", strconv.AppendInt(nil, int64(o.retryCount), 10)})
+	var queue string
+	if v, ok := fields["queue"]; (!ok || json.Unmarshal(v, &queue) != nil || queue == "") && o.queue != "" {
+		set = append(set, field{"queue", mustJSON(o.queue)})
+	}
+	var jid string
+	if v, ok := fields["jid"]; !ok || json.Unmarshal(v, &jid) != nil || jid == "" {
+		set = append(set, field{"jid", mustJSON(NewJID())})
+	}
+	out, err := setFields(raw, set...)
+	if err != nil { // cannot happen for a payload decodeObject accepted; keep it anyway
+		return c.wrapInvalid(raw, errClass, errMsg, o, now)
+	}
+	return out, nil
+}
+
+func (c *Client) wrapInvalid(raw []byte, errClass, errMsg string, o deadOptions, now time.Time) ([]byte, error) {
+	entry := struct {
+		Retry        bool     `json:"retry"`
+		Queue        string   `json:"queue"`
+		Class        string   `json:"class"`
+		Args         []string `json:"args"`
+		JID          string   `json:"jid"`
+		CreatedAt    rawJSON  `json:"created_at"`
+		EnqueuedAt   rawJSON  `json:"enqueued_at"`
+		ErrorMessage string   `json:"error_message"`
+		ErrorClass   string   `json:"error_class"`
+		FailedAt     rawJSON  `json:"failed_at"`
+		RetryCount   int      `json:"retry_count"`
+		RawBase64    []byte   `json:"raw_payload_base64,omitempty"`
+	}{
+		Retry:        false,
+		Queue:        o.queue,
+		Class:        invalidPayloadClass,
+		Args:         []string{strings.ToValidUTF8(string(raw), "\uFFFD")},
+		JID:          NewJID(),
+		CreatedAt:    floatSeconds(now),
+		EnqueuedAt:   floatSeconds(now),
+		ErrorMessage: errMsg,
+		ErrorClass:   errClass,
+		FailedAt:     floatSeconds(now),
+		RetryCount:   o.retryCount,
+	}
+	if !utf8.Valid(raw) {
+		entry.RawBase64 = raw // the args text had to replace invalid bytes; keep the originals
+	}
+	out, err := marshalNoEscape(entry)
+	if err != nil {
+		return nil, fmt.Errorf("sidekiq dead set: encode wrapper: %w", err)
+	}
+	return out, nil
+}
+
+// rawJSON is pre-encoded JSON embedded as is.
+type rawJSON []byte
+
+func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
+
+// IncrStats adds to stat:processed and stat:failed and to their daily keys
+// stat:processed:YYYY-MM-DD / stat:failed:YYYY-MM-DD (UTC date, 5-year expiry), which is
+// what Sidekiq's dashboard counts and graphs. Sidekiq counts every execution as processed
+// and every failing one also as failed. Zero counts are skipped.
+func (c *Client) IncrStats(ctx context.Context, processed, failed int) error {
+	if processed == 0 && failed == 0 {
+		return nil
+	}
+	pipe := c.rdb.TxPipeline()
+	addStats(ctx, pipe, c.now(), processed, failed)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("sidekiq stats: %w", err)
+	}
+	return nil
+}
+
+// Backoff is Sidekiq's delay (7.x job_retry.rb) before retry number retryCount+1, where
+// retryCount counts the failures so far minus one (0 after the first failure, the same
+// n asynq passes to RetryDelayFunc): count⁴ + 15 + rand(10)·(count+1) seconds.
+func Backoff(retryCount int) time.Duration {
+	n := min(max(retryCount, 0), maxBackoffCount)
+	secs := n*n*n*n + 15 + rand.IntN(10)*(n+1)
+	return time.Duration(secs) * time.Second
+}
+
+// RetryDelay adapts Backoff to asynq.Config.RetryDelayFunc.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration { return Backoff(n) }
