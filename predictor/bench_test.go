@@ -120,3 +120,24 @@ func BenchmarkTokenize(b *testing.B) {
 		toks = AppendTokens(toks[:0], names[i%len(names)])
 	}
 }
+
+// BenchmarkPredictDefaultModel is the full path with the embedded default
+// model (feature set v2).
+func BenchmarkPredictDefaultModel(b *testing.B) {
+	m, err := DefaultModel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := NewCRF(m, Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := benchNames(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Predict(names[i%len(names)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

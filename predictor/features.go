@@ -82,6 +82,15 @@ func (e emitter) str(name string, value []byte) {
 	e.sink.Attr(b, 1)
 }
 
+// strS is str for a string value.
+func (e emitter) strS(name, value string) {
+	b := append(e.sc.buf[:0], name...)
+	b = append(b, ':')
+	b = append(b, value...)
+	e.sc.buf = b
+	e.sink.Attr(b, 1)
+}
+
 // strLower emits "name:" + Python's s.lower().
 func (e emitter) strLower(name, s string) {
 	b := append(e.sc.buf[:0], name...)

@@ -54,7 +54,7 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 	if f.vocab {
 		sc.vocab = sc.vocab[:0]
 		for i := range toks {
-			l, _ := f.vocabular.Word(string(sc.lowerOf(&sc.info[i])))
+			l, _ := f.vocabular.wordBytes(sc.lowerOf(&sc.info[i]))
 			sc.vocab = append(sc.vocab, l)
 		}
 	}
@@ -89,19 +89,21 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 			if r > 3 {
 				r = 3
 			}
-			e.str("position.rindex", []byte{byte('0' + r)})
+			e.strS("position.rindex", rindex[r])
 		}
 		if f.vocab {
 			vocabLabels = [3]string{label(i - 1), label(i), label(i + 1)}
 			for k, key := range [3]string{"prev.vocab", "token.vocab", "next.vocab"} {
 				if vocabLabels[k] != "" {
-					e.str(key, []byte(vocabLabels[k]))
+					e.strS(key, vocabLabels[k])
 				}
 			}
 		}
 		sink.EndToken()
 	}
 }
+
+var rindex = [4]string{"0", "1", "2", "3"}
 
 // appendShape maps upper-case letters to X, lower-case to x, digits to 9,
 // keeps other characters, and collapses runs: "KN95" → "X9", "Aura" → "Xx",

@@ -85,6 +85,31 @@ func singular(w string) string {
 	return w
 }
 
+// wordBytes is Word for a byte slice; the common cases (exact or plural
+// hit, and misses without '/') do not allocate.
+func (v *Vocabulary) wordBytes(b []byte) (string, bool) {
+	if l, ok := v.words[string(b)]; ok {
+		return l, true
+	}
+	n := len(b)
+	switch {
+	case n > 4 && b[n-3] == 'i' && b[n-2] == 'e' && b[n-1] == 's':
+		return v.Word(string(b))
+	case n > 3 && b[n-1] == 's' && b[n-2] == 'e':
+		return v.Word(string(b))
+	case n > 3 && b[n-1] == 's' && b[n-2] != 's':
+		if l, ok := v.words[string(b[:n-1])]; ok {
+			return l, true
+		}
+	}
+	for _, c := range b {
+		if c == '/' {
+			return v.Word(string(b))
+		}
+	}
+	return "", false
+}
+
 // Word returns the label of one lowercased token: exact, singular, or for
 // "a/b" compounds the label every part shares.
 func (v *Vocabulary) Word(lower string) (string, bool) {
