@@ -38,6 +38,8 @@ func (tg *Tagger) NBest(k int) ([]Path, error) {
 	nb := &tg.nb
 	if cap(nb.cells) < T*L*k {
 		nb.cells = make([]nbCand, T*L*k)
+	}
+	if cap(nb.count) < T*L {
 		nb.count = make([]int32, T*L)
 	}
 	nb.cells = nb.cells[:T*L*k]

@@ -217,3 +217,25 @@ func TestEmptyAndBadInput(t *testing.T) {
 		t.Fatal("NaN weight accepted")
 	}
 }
+
+// TestNBestReusesScratch: a tagger reused for a longer sequence with a
+// smaller k must not index past its scratch (a bug found by the
+// concurrent-prediction test).
+func TestNBestReusesScratch(t *testing.T) {
+	m := randomModel(t, 9, 9, 8, 1)
+	r := rand.New(rand.NewPCG(3, 3))
+	tg := m.Tagger()
+	defer tg.Release()
+	for _, c := range []struct{ T, k int }{{7, 3}, {8, 2}, {20, 1}, {3, 10}, {30, 2}} {
+		if err := tg.Set(randomInstance(r, c.T, 8)); err != nil {
+			t.Fatal(err)
+		}
+		paths, err := tg.NBest(c.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(paths) != c.k || len(paths[0].Labels) != c.T {
+			t.Fatalf("T=%d k=%d: %d paths", c.T, c.k, len(paths))
+		}
+	}
+}

@@ -2,6 +2,7 @@ package predictor
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -111,5 +112,85 @@ func TestParityWithCRFsuite(t *testing.T) {
 			}
 			t.Logf("%s: 238 names, largest |Δ| %.3g", src, worst)
 		})
+	}
+}
+
+// TestConcurrentPredictions: one CRF shared by many goroutines gives the
+// same predictions as sequential use (run with -race).
+func TestConcurrentPredictions(t *testing.T) {
+	c, err := NewCRF(loadModel(t, "crf_model.crfsuite"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := loadTrain(t)
+	want := make([]string, len(ds.Records))
+	for i, r := range ds.Records {
+		p, err := c.Predict(r.MaskName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = string(p.AppendJSON(nil))
+	}
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			for k := 0; k < 3*len(ds.Records); k++ {
+				i := (k*7 + g) % len(ds.Records)
+				p, err := c.PredictWith(ds.Records[i].MaskName, Options{NBest: 1 + k%3})
+				if err != nil {
+					errs <- err
+					return
+				}
+				p.Alternatives = nil
+				if got := string(p.AppendJSON(nil)); got != want[i] {
+					errs <- fmt.Errorf("goroutine %d, %q: %s, want %s", g, ds.Records[i].MaskName, got, want[i])
+					return
+				}
+			}
+			errs <- nil
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestNBestAndMarginalsInPrediction checks the optional parts.
+func TestNBestAndMarginalsInPrediction(t *testing.T) {
+	c, err := NewCRF(loadModel(t, "crf_model.crfsuite"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.PredictWith("3M Aura 9205+ N95", Options{NBest: 5, Marginals: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Alternatives) != 4 {
+		t.Fatalf("%d alternatives, want 4", len(p.Alternatives))
+	}
+	prev := p.SequenceProbability
+	for _, a := range p.Alternatives {
+		if a.Probability > prev || reflect.DeepEqual(a.Labels, p.Labels) {
+			t.Fatalf("alternatives not in order or repeat the best: %+v", p.Alternatives)
+		}
+		prev = a.Probability
+	}
+	for i, row := range p.Marginals {
+		sum := 0.0
+		for _, v := range row {
+			sum += v
+		}
+		if math.Abs(sum-1) > 1e-12 {
+			t.Fatalf("marginals of token %d sum to %v", i, sum)
+		}
+	}
+	var back Prediction
+	if err := back.UnmarshalJSON(p.AppendJSON(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Labels, p.Labels) || !reflect.DeepEqual(back.Tokens, p.Tokens) || back.Confidence != p.Confidence {
+		t.Fatalf("JSON round trip lost data: %+v", back)
 	}
 }
