@@ -1,0 +1,7 @@
+//go:build !unix
+
+package modelstore
+
+import "os"
+
+func fileID(os.FileInfo) string { return "" }
