@@ -1,0 +1,312 @@
+// Package httpapi is maskpredictor's HTTP API: the old Flask service's
+// /health, /predict and /predict_batch, the Lambda event shapes on /invoke
+// (HandleInvoke, reused by the Lambda entry point), and /metrics.
+//
+// Every answer is JSON. Bad input is a 4xx with {"error": "…"}, never a
+// 500; the error strings of the old service are kept where Rails code may
+// compare them ("mask_name required", "mask_names array required").
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/predictor"
+)
+
+// Predictor labels mask names: the CRF, the rule fallback, or a holder that
+// swaps models at run time. It must be safe for concurrent use.
+type Predictor interface {
+	PredictWith(name string, opt predictor.Options) (*predictor.Prediction, error)
+	// Version is the model version stamped on predictions; cache entries of
+	// another version are misses.
+	Version() string
+}
+
+// Status describes the predictor that is serving, for /health, /metrics
+// and the admin page. It is asked for on every call, so a predictor that is
+// swapped at run time is reported as it is now.
+type Status struct {
+	ModelLoaded    bool   // false: the rule fallback answers
+	ModelVersion   string // Predictor.Version()
+	ModelSource    string // "embedded", "MODEL_URI …", "--model …", "rules"
+	FallbackReason string // why the rules answer ("" when a model is loaded)
+}
+
+// StatusFunc reports the current Status.
+type StatusFunc func() Status
+
+// Defaults of EngineConfig.
+const (
+	DefaultMaxNames     = 1000
+	DefaultCacheTimeout = 100 * time.Millisecond
+	// cacheBackoff is how long the cache is bypassed after a Redis error, so
+	// an outage costs one timeout per interval instead of one per request.
+	cacheBackoff = time.Second
+)
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Predictor answers cache misses. Required.
+	Predictor Predictor
+	// Cache, when set, is read before predicting and written after (the
+	// Redis cache Rails reads). Redis errors never fail a request: the name
+	// is predicted and the error is logged (at most once per second).
+	Cache *cache.Cache
+	// CacheTimeout bounds each cache round trip. Default 100 ms.
+	CacheTimeout time.Duration
+	// Limits bound each name (default predictor.DefaultLimits); they are
+	// checked before the cache is asked, so a cached entry cannot bypass them.
+	Limits predictor.Limits
+	// MaxNames is the most names one batch may ask for. Default 1000.
+	MaxNames int
+	// Metrics, when set, counts predictions by source and times them.
+	Metrics *Metrics
+	// Recent, when set, remembers served predictions for the admin page.
+	Recent *Recent
+	// Logger gets cache errors. Default: no-op.
+	Logger *zap.Logger
+}
+
+// Engine answers names: limits, the cache, the predictor, metrics. It is
+// what the HTTP handlers and HandleInvoke share. Safe for concurrent use.
+type Engine struct {
+	cfg       EngineConfig
+	log       *zap.Logger
+	cacheDown atomic.Int64 // unix nanos until which the cache is bypassed
+	lastLog   atomic.Int64 // unix nanos of the last cache error logged
+}
+
+// NewEngine returns an engine for cfg.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	if cfg.Predictor == nil {
+		return nil, errors.New("httpapi: EngineConfig.Predictor is required")
+	}
+	if cfg.CacheTimeout <= 0 {
+		cfg.CacheTimeout = DefaultCacheTimeout
+	}
+	if cfg.MaxNames <= 0 {
+		cfg.MaxNames = DefaultMaxNames
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Predictor is the engine's predictor.
+func (e *Engine) Predictor() Predictor { return e.cfg.Predictor }
+
+// InputError is a name or request the caller must fix (a 400). Its message
+// is what the client sees.
+type InputError struct {
+	Msg   string
+	Index int // the name's index in a batch, -1 for a single name
+	Err   error
+}
+
+func (e *InputError) Error() string { return e.Msg }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func isInputErr(err error) bool {
+	return errors.Is(err, predictor.ErrNoTokens) || errors.Is(err, predictor.ErrTooLong) ||
+		errors.Is(err, predictor.ErrTooManyTokens) || errors.Is(err, predictor.ErrInvalidUTF8)
+}
+
+// nameErr turns a predictor error for name i (-1: the only one) into an
+// InputError when the name is at fault, or wraps it otherwise.
+func nameErr(err error, i int) error {
+	if !isInputErr(err) {
+		if i >= 0 {
+			return fmt.Errorf("predicting mask_names[%d]: %w", i, err)
+		}
+		return fmt.Errorf("predicting mask_name: %w", err)
+	}
+	msg := err.Error()
+	if i >= 0 {
+		msg = fmt.Sprintf("mask_names[%d]: %s", i, msg)
+	}
+	return &InputError{Msg: msg, Index: i, Err: err}
+}
+
+func (e *Engine) cacheUsable(now time.Time) bool {
+	return e.cfg.Cache != nil && now.UnixNano() >= e.cacheDown.Load()
+}
+
+func (e *Engine) cacheFailed(err error, op string, n int) {
+	now := time.Now()
+	e.cacheDown.Store(now.Add(cacheBackoff).UnixNano())
+	if m := e.cfg.Metrics; m != nil {
+		m.cacheErrors.Inc()
+	}
+	last := e.lastLog.Load()
+	if now.UnixNano()-last >= int64(time.Second) && e.lastLog.CompareAndSwap(last, now.UnixNano()) {
+		e.log.Warn("prediction cache unavailable; predicting without it",
+			zap.String("op", op), zap.Int("names", n), zap.Duration("bypass", cacheBackoff), zap.Error(err))
+	}
+}
+
+// Predict answers one name.
+func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Prediction, error) {
+	if !e.cacheUsable(time.Now()) {
+		return e.predict(name, "", -1)
+	}
+	toks, err := e.cfg.Limits.Check(name)
+	if err != nil {
+		return nil, nameErr(err, -1)
+	}
+	norm := predictor.Normalize(name)
+	if norm == "" { // every token vanished under NFKC: no cache entry
+		return e.predict(name, norm, -1)
+	}
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
+	cached, ok, err := e.cfg.Cache.Get(cctx, norm, e.cfg.Predictor.Version())
+	cancel()
+	switch {
+	case err != nil:
+		e.cacheFailed(err, "get", 1)
+	case ok:
+		if ans, ok := cache.Answer(cached, name, norm, toks); ok {
+			e.served(ans, sourceCache, 0)
+			return ans, nil
+		}
+	}
+	if m := e.cfg.Metrics; m != nil && err == nil {
+		m.cacheMissHTTP.Add(1)
+	}
+	p, perr := e.predict(name, norm, -1)
+	if perr != nil {
+		return nil, perr
+	}
+	if err == nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
+		if err := e.cfg.Cache.Put(cctx, norm, p); err != nil {
+			e.cacheFailed(err, "put", 1)
+		}
+		cancel()
+	}
+	return p, nil
+}
+
+// predict runs the predictor on name (index i of a batch, -1 alone).
+// norm is the normalized name when already known.
+func (e *Engine) predict(name, norm string, i int) (*predictor.Prediction, error) {
+	start := time.Now()
+	p, err := e.cfg.Predictor.PredictWith(name, predictor.Options{})
+	if err != nil {
+		return nil, nameErr(err, i)
+	}
+	if norm == "" {
+		norm = predictor.Normalize(name)
+	}
+	p.NormalizedName = norm
+	src := sourceModel
+	if p.Fallback {
+		src = sourceFallback
+	}
+	e.served(p, src, time.Since(start))
+	return p, nil
+}
+
+// prediction sources, the label values of maskpredictor_predictions_total
+const (
+	sourceModel    = "model"
+	sourceFallback = "fallback"
+	sourceCache    = "cache"
+)
+
+func (e *Engine) served(p *predictor.Prediction, src string, d time.Duration) {
+	if m := e.cfg.Metrics; m != nil {
+		m.observePrediction(src, d)
+	}
+	if r := e.cfg.Recent; r != nil && !p.Fallback {
+		r.Add(p)
+	}
+}
+
+// PredictBatch answers names in order. The batch is answered whole or not
+// at all: the first bad name is an InputError naming its index.
+func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor.Prediction, error) {
+	if len(names) > e.cfg.MaxNames {
+		return nil, &InputError{Msg: fmt.Sprintf("too many mask_names: %d (limit %d)", len(names), e.cfg.MaxNames), Index: -1}
+	}
+	out := make([]*predictor.Prediction, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	if !e.cacheUsable(time.Now()) {
+		for i, n := range names {
+			p, err := e.predict(n, "", i)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = p
+		}
+		return out, nil
+	}
+	// Validate every name first, then one MGET for all.
+	toks := make([][]string, len(names))
+	norms := make([]string, len(names))
+	var keyed []string
+	var idx []int
+	for i, n := range names {
+		t, err := e.cfg.Limits.Check(n)
+		if err != nil {
+			return nil, nameErr(err, i)
+		}
+		toks[i], norms[i] = t, predictor.Normalize(n)
+		if norms[i] != "" {
+			keyed = append(keyed, norms[i])
+			idx = append(idx, i)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
+	cached, err := e.cfg.Cache.GetMany(cctx, keyed, e.cfg.Predictor.Version())
+	cancel()
+	if err != nil {
+		e.cacheFailed(err, "mget", len(keyed))
+		cached = nil
+	}
+	for k, c := range cached {
+		i := idx[k]
+		if c == nil {
+			continue
+		}
+		if ans, ok := cache.Answer(c, names[i], norms[i], toks[i]); ok {
+			out[i] = ans
+			e.served(ans, sourceCache, 0)
+		}
+	}
+	var puts []cache.Entry
+	for i, n := range names {
+		if out[i] != nil {
+			continue
+		}
+		if m := e.cfg.Metrics; m != nil && err == nil {
+			m.cacheMissHTTP.Add(1)
+		}
+		p, perr := e.predict(n, norms[i], i)
+		if perr != nil {
+			return nil, perr
+		}
+		out[i] = p
+		if norms[i] != "" {
+			puts = append(puts, cache.Entry{Normalized: norms[i], Prediction: p})
+		}
+	}
+	if err == nil && len(puts) > 0 {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
+		if err := e.cfg.Cache.PutMany(cctx, puts); err != nil {
+			e.cacheFailed(err, "put", len(puts))
+		}
+		cancel()
+	}
+	return out, nil
+}

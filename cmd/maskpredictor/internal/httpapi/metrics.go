@@ -1,0 +1,327 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// WorkerStats are the job worker's cache counters, when it runs in the same
+// process.
+type WorkerStats struct {
+	CacheHits, CacheMisses int64
+}
+
+// MetricsConfig configures Metrics.
+type MetricsConfig struct {
+	// Status reports the serving model (maskpredictor_model_info).
+	Status StatusFunc
+	// Redis, when set, is asked at scrape time for the Sidekiq ingress
+	// queues' depth and latency and the dead set's size, and asynq's queue
+	// metrics are exported (github.com/hibiken/asynq/x/metrics).
+	Redis redis.UniversalClient
+	// Queues are the Sidekiq ingress queues (default mask_predictions).
+	Queues []string
+	// Worker, when set, reports the in-process worker's cache counters.
+	Worker func() WorkerStats
+	// ScrapeTimeout bounds the Redis work of one scrape. Default 5 s.
+	ScrapeTimeout time.Duration
+	// Logger gets scrape errors. Default: no-op.
+	Logger *zap.Logger
+}
+
+// Metrics are the Prometheus metrics of one server, in a registry of their
+// own. Safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+	cfg MetricsConfig
+
+	predictions   *prometheus.CounterVec
+	predModel     prometheus.Counter
+	predFallback  prometheus.Counter
+	predCache     prometheus.Counter
+	predictDur    *prometheus.HistogramVec
+	durModel      prometheus.Observer
+	durFallback   prometheus.Observer
+	cacheHitHTTP  atomic.Int64
+	cacheMissHTTP atomic.Int64
+	cacheErrors   prometheus.Counter
+	requests      *prometheus.CounterVec
+	requestDur    *prometheus.HistogramVec
+	jobDur        *prometheus.HistogramVec
+	insp          *asynq.Inspector
+}
+
+// NewMetrics registers the metrics in a new registry.
+func NewMetrics(cfg MetricsConfig) *Metrics {
+	if cfg.ScrapeTimeout <= 0 {
+		cfg.ScrapeTimeout = 5 * time.Second
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []string{"mask_predictions"}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	m := &Metrics{reg: prometheus.NewRegistry(), cfg: cfg}
+	m.predictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "maskpredictor_predictions_total",
+		Help: "Predictions served over HTTP, by source: model, fallback (rules) or cache.",
+	}, []string{"source"})
+	m.predModel = m.predictions.WithLabelValues(sourceModel)
+	m.predFallback = m.predictions.WithLabelValues(sourceFallback)
+	m.predCache = m.predictions.WithLabelValues(sourceCache)
+	m.predictDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "maskpredictor_predict_duration_seconds",
+		Help:    "Time to label one name with the predictor (cache misses), by source.",
+		Buckets: prometheus.ExponentialBuckets(2e-6, 2, 16), // 2µs … 65ms
+	}, []string{"source"})
+	m.durModel = m.predictDur.WithLabelValues(sourceModel)
+	m.durFallback = m.predictDur.WithLabelValues(sourceFallback)
+	m.cacheErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "maskpredictor_cache_errors_total",
+		Help: "Redis errors of the HTTP cache read-through (the name was predicted without the cache).",
+	})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "maskpredictor_http_requests_total",
+		Help: "HTTP requests by route and status code.",
+	}, []string{"route", "code"})
+	m.requestDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "maskpredictor_http_request_duration_seconds",
+		Help:    "HTTP request latency by route (prediction routes only).",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 18), // 25µs … 3.3s
+	}, []string{"route"})
+	m.jobDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "maskpredictor_job_duration_seconds",
+		Help:    "Prediction job latency in the in-process worker, by queue and outcome.",
+		Buckets: prometheus.ExponentialBuckets(250e-6, 2, 18), // 250µs … 33s
+	}, []string{"queue", "outcome"})
+
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.predictions, m.predictDur, m.cacheErrors, m.requests, m.requestDur, m.jobDur,
+		buildInfo(),
+		&stateCollector{m: m},
+	)
+	if cfg.Redis != nil {
+		m.insp = asynq.NewInspectorFromRedisClient(cfg.Redis)
+		m.reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(m.insp))
+	}
+	return m
+}
+
+// Registry is the registry the metrics are in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Close releases the asynq inspector (not the Redis client, which the
+// caller owns).
+func (m *Metrics) Close() error {
+	if m.insp != nil {
+		return m.insp.Close()
+	}
+	return nil
+}
+
+func (m *Metrics) observePrediction(src string, d time.Duration) {
+	switch src {
+	case sourceModel:
+		m.predModel.Inc()
+		m.durModel.Observe(d.Seconds())
+	case sourceFallback:
+		m.predFallback.Inc()
+		m.durFallback.Observe(d.Seconds())
+	case sourceCache:
+		m.predCache.Inc()
+		m.cacheHitHTTP.Add(1)
+	}
+}
+
+// ObserveJob records one job of the in-process worker.
+func (m *Metrics) ObserveJob(queue, outcome string, d time.Duration) {
+	m.jobDur.WithLabelValues(queue, outcome).Observe(d.Seconds())
+}
+
+// CacheCounts are the cache lookups since the server started.
+type CacheCounts struct {
+	HTTPHits, HTTPMisses, WorkerHits, WorkerMisses int64
+}
+
+// Ratio is the hit ratio over every lookup (NaN-free: 0 without lookups).
+func (c CacheCounts) Ratio() float64 {
+	total := c.HTTPHits + c.HTTPMisses + c.WorkerHits + c.WorkerMisses
+	if total == 0 {
+		return 0
+	}
+	return float64(c.HTTPHits+c.WorkerHits) / float64(total)
+}
+
+// CacheCounts returns the cache counters.
+func (m *Metrics) CacheCounts() CacheCounts {
+	c := CacheCounts{HTTPHits: m.cacheHitHTTP.Load(), HTTPMisses: m.cacheMissHTTP.Load()}
+	if m.cfg.Worker != nil {
+		w := m.cfg.Worker()
+		c.WorkerHits, c.WorkerMisses = w.CacheHits, w.CacheMisses
+	}
+	return c
+}
+
+// Handler serves the registry; with a token, only to
+// "Authorization: Bearer <token>".
+func (m *Metrics) Handler(token string) http.Handler {
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      zap.NewStdLog(m.cfg.Logger.Named("metrics")),
+		ErrorHandling: promhttp.ContinueOnError,
+		Timeout:       m.cfg.ScrapeTimeout + 5*time.Second,
+	})
+	if token == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := BearerToken(r)
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="maskpredictor metrics"`)
+			WriteError(w, http.StatusUnauthorized, "unauthorized")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// BearerToken returns the token of an "Authorization: Bearer …" header.
+func BearerToken(r *http.Request) (string, bool) {
+	const prefix = "bearer "
+	h := r.Header.Get("Authorization")
+	if len(h) <= len(prefix) || !asciiEqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return h[len(prefix):], true
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// buildInfo is maskpredictor_build_info{version,revision,go_version} 1.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "(devel)", "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "maskpredictor_build_info",
+		Help:        "Build of the running binary (always 1).",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "go_version": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// stateCollector reports what is read at scrape time: the model, the
+// worker's cache counters, and from Redis the Sidekiq queues and dead set.
+type stateCollector struct{ m *Metrics }
+
+var (
+	descModelInfo = prometheus.NewDesc("maskpredictor_model_info",
+		"The serving model (always 1); fallback=\"true\" when the rule fallback answers.",
+		[]string{"version", "source", "fallback"}, nil)
+	descModelLoaded = prometheus.NewDesc("maskpredictor_model_loaded",
+		"1 when a CRF model answers, 0 on the rule fallback.", nil, nil)
+	descCache = prometheus.NewDesc("maskpredictor_cache_requests_total",
+		"Prediction cache lookups by result (hit, miss) and by who asked (http, worker).",
+		[]string{"result", "origin"}, nil)
+	descQueueDepth = prometheus.NewDesc("maskpredictor_ingress_queue_depth",
+		"Jobs waiting in a Sidekiq ingress queue (LLEN queue:<name>).", []string{"queue"}, nil)
+	descQueueLatency = prometheus.NewDesc("maskpredictor_ingress_queue_latency_seconds",
+		"Age of the oldest job waiting in a Sidekiq ingress queue (Sidekiq::Queue#latency).", []string{"queue"}, nil)
+	descDeadSet = prometheus.NewDesc("maskpredictor_sidekiq_dead_set_size",
+		"Jobs in Sidekiq's dead set (all queues).", nil, nil)
+	descScrapeErr = prometheus.NewDesc("maskpredictor_redis_scrape_error",
+		"1 when the last scrape could not read the queues from Redis.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descModelInfo
+	ch <- descModelLoaded
+	ch <- descQueueDepth
+	ch <- descQueueLatency
+	ch <- descDeadSet
+	ch <- descScrapeErr
+	ch <- descCache
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	if m.cfg.Status != nil {
+		st := m.cfg.Status()
+		loaded := 0.0
+		if st.ModelLoaded {
+			loaded = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descModelInfo, prometheus.GaugeValue, 1,
+			st.ModelVersion, st.ModelSource, strconv.FormatBool(!st.ModelLoaded))
+		ch <- prometheus.MustNewConstMetric(descModelLoaded, prometheus.GaugeValue, loaded)
+	}
+	cc := m.CacheCounts()
+	ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.HTTPHits), "hit", "http")
+	ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.HTTPMisses), "miss", "http")
+	if m.cfg.Worker != nil {
+		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerHits), "hit", "worker")
+		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerMisses), "miss", "worker")
+	}
+	if m.cfg.Redis == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ScrapeTimeout)
+	defer cancel()
+	qs, dead, err := ReadQueues(ctx, m.cfg.Redis, m.cfg.Queues)
+	if err != nil {
+		m.cfg.Logger.Warn("metrics: reading the Sidekiq queues from Redis", zap.Error(err))
+		ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.GaugeValue, 1)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.GaugeValue, 0)
+	for _, q := range qs {
+		ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(q.Depth), q.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueLatency, prometheus.GaugeValue, q.Latency.Seconds(), q.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(descDeadSet, prometheus.GaugeValue, float64(dead))
+}
