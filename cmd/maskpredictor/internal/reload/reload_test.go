@@ -8,11 +8,14 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -410,5 +413,41 @@ func TestValidate(t *testing.T) {
 	good, _ := predictor.NewCRF(m, predictor.Limits{})
 	if err := reload.Validate(good, []string{" - "}); !errors.Is(err, predictor.ErrNoTokens) {
 		t.Fatalf("untokenizable sample: %v", err)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	vs := variants(t)
+	path := filepath.Join(t.TempDir(), "model.bin")
+	st, _ := modelstore.Open(context.Background(), path, modelstore.Config{})
+	live := predictor.NewLive(serveVariant(t, vs[0]))
+	r, err := reload.New(reload.Config{Store: st, Live: live, Poll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r.Check(ctx, reload.TriggerPoll) // missing: failed
+	put(t, st, []byte("garbage"))
+	r.Check(ctx, reload.TriggerPoll) // rejected
+	put(t, st, vs[1].data)
+	r.Check(ctx, reload.TriggerPoll) // reloaded
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(reload.Collector(r))
+	want := `
+# HELP maskpredictor_model_reload_checks_total Checks of the model store for a new model (polls and SIGHUP).
+# TYPE maskpredictor_model_reload_checks_total counter
+maskpredictor_model_reload_checks_total 3
+# HELP maskpredictor_model_reloads_total Model reload attempts by outcome: reloaded (swapped in), rejected (failed to load or validate; the old model kept serving), failed (the store could not be read).
+# TYPE maskpredictor_model_reloads_total counter
+maskpredictor_model_reloads_total{outcome="failed"} 1
+maskpredictor_model_reloads_total{outcome="rejected"} 1
+maskpredictor_model_reloads_total{outcome="reloaded"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"maskpredictor_model_reload_checks_total", "maskpredictor_model_reloads_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "maskpredictor_model_last_reload_timestamp_seconds"); err != nil || n != 1 {
+		t.Fatalf("last reload gauge: %d, %v", n, err)
 	}
 }
