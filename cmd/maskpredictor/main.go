@@ -51,6 +51,7 @@ func commands() map[string]command {
 		"eval":    {"accuracy of a model on labelled names", runEval},
 		"worker":  {"work prediction jobs from Sidekiq queues (Redis)", runWorker},
 		"run":     {"the worker and the HTTP server in one process", runRun},
+		"serve":   {"the HTTP API: /predict, /predict_batch, /invoke, /health, /metrics, /admin/", runServe},
 		"enqueue": {"push prediction jobs as Rails does; --wait prints the predictions", runEnqueue},
 	}
 }

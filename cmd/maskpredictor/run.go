@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 )
 
 // service is one long-running part of the process: the job worker, the
@@ -52,11 +54,15 @@ func runServices(ctx context.Context, log *zap.Logger, timeout time.Duration, sv
 }
 
 // runRun is `maskpredictor run`: the worker and, beside it in the same
-// process, the HTTP server (added to the services here when it exists).
+// process, the HTTP server (serve.go); SIGTERM stops HTTP first, then the worker.
 func runRun(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("run", sys)
 	var wf workerFlags
+	var hf httpFlags
 	envErr := wf.register(fs, sys)
+	if err := hf.register(fs, sys); envErr == nil {
+		envErr = err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -68,12 +74,26 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
-	w, err := newWorkerService(ctx, sys, &wf, log)
+	// The HTTP server first: its metrics observe the worker's job log lines.
+	opt, err := wf.redis.options(sys, log)
 	if err != nil {
 		return err
 	}
-	svcs := []service{w}
-	// The HTTP API (cmd/maskpredictor/internal/httpapi) joins here:
-	// svcs = append(svcs, httpService)
-	return runServices(ctx, log, wf.shutdownTimeout, svcs...)
+	l, err := wf.model.loadFull(ctx, sys, wf.limits)
+	if err != nil {
+		return err
+	}
+	var w *workerService
+	hs, err := newHTTPService(&hf, httpDeps{
+		model: l, redisOpt: opt, queues: splitQueues(wf.queues), limits: wf.limits, cacheTTL: wf.cacheTTL,
+		worker: func() httpapi.WorkerStats { return workerStats(w)() },
+	}, log)
+	if err != nil {
+		return err
+	}
+	if w, err = newWorkerService(ctx, sys, &wf, hs.metrics.TapJobLogs(log)); err != nil {
+		hs.close()
+		return err
+	}
+	return runServices(ctx, log, wf.shutdownTimeout, w, hs)
 }

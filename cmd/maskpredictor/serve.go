@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/admin"
+	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
+	"github.com/maskpredictor/maskpredictor/predictor"
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+// httpFlags are the settings of the HTTP server (`serve` and `run`).
+// Secrets (ADMIN_*, METRICS_TOKEN) come from the environment only, so that
+// they never show in a process list.
+type httpFlags struct {
+	addr              string
+	cache             bool
+	cacheTimeout      time.Duration
+	maxNames          int
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	adminReadOnly     bool
+
+	adminUser, adminPassword, adminToken string
+	metricsToken                         string
+}
+
+func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
+	var err error
+	env := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	cacheOn, e := envBool(sys, "HTTP_CACHE", true)
+	env(e)
+	readOnly, e := envBool(sys, "ADMIN_READ_ONLY", false)
+	env(e)
+	cacheTimeout, e := envDuration(sys, "CACHE_TIMEOUT", httpapi.DefaultCacheTimeout)
+	env(e)
+	maxNames, e := envInt(sys, "MAX_BATCH_NAMES", httpapi.DefaultMaxNames)
+	env(e)
+	fs.StringVar(&hf.addr, "addr", ":"+envString(sys, "PORT", "8080"), "HTTP listen address (default :$PORT, else :8080)")
+	fs.BoolVar(&hf.cache, "http-cache", cacheOn, "read predictions through the Redis cache when Redis is configured ($HTTP_CACHE)")
+	fs.DurationVar(&hf.cacheTimeout, "cache-timeout", cacheTimeout, "bound of one cache round trip of a request ($CACHE_TIMEOUT)")
+	fs.IntVar(&hf.maxNames, "max-names", maxNames, "most names in one /predict_batch ($MAX_BATCH_NAMES)")
+	fs.DurationVar(&hf.readHeaderTimeout, "read-header-timeout", 5*time.Second, "HTTP: time to read a request's headers")
+	fs.DurationVar(&hf.readTimeout, "read-timeout", 30*time.Second, "HTTP: time to read a whole request")
+	fs.DurationVar(&hf.writeTimeout, "write-timeout", 60*time.Second, "HTTP: time to answer a request, from the end of its headers")
+	fs.DurationVar(&hf.idleTimeout, "idle-timeout", 120*time.Second, "HTTP: how long an idle keep-alive connection is kept")
+	fs.BoolVar(&hf.adminReadOnly, "admin-read-only", readOnly, "asynqmon under /admin/queues/ in read-only mode ($ADMIN_READ_ONLY)")
+	hf.adminUser, hf.adminPassword = sys.Env("ADMIN_USER"), sys.Env("ADMIN_PASSWORD")
+	hf.adminToken, hf.metricsToken = sys.Env("ADMIN_TOKEN"), sys.Env("METRICS_TOKEN")
+	return err
+}
+
+func (hf *httpFlags) validate() error {
+	switch {
+	case hf.maxNames < 1:
+		return fmt.Errorf("%w: --max-names %d, want ≥ 1", errUsage, hf.maxNames)
+	case hf.cacheTimeout <= 0:
+		return fmt.Errorf("%w: --cache-timeout %v, want > 0", errUsage, hf.cacheTimeout)
+	case hf.readHeaderTimeout <= 0 || hf.readTimeout <= 0 || hf.writeTimeout <= 0 || hf.idleTimeout <= 0:
+		return fmt.Errorf("%w: HTTP timeouts must be positive", errUsage)
+	case (hf.adminUser == "") != (hf.adminPassword == ""):
+		return fmt.Errorf("%w: ADMIN_USER and ADMIN_PASSWORD must be set together", errUsage)
+	}
+	return nil
+}
+
+func envBool(sys IO, key string, def bool) (bool, error) {
+	s := sys.Env(key)
+	if s == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s=%q is not a boolean", errUsage, key, s)
+	}
+	return b, nil
+}
+
+// httpDeps is what the HTTP server shares with the rest of the process.
+type httpDeps struct {
+	model    loaded
+	redisOpt *redis.Options // nil: no Redis (no cache, queues or asynqmon)
+	queues   []string
+	limits   predictor.Limits
+	cacheTTL time.Duration
+	// worker reports the in-process worker's cache counters (run).
+	worker func() httpapi.WorkerStats
+}
+
+// httpService is the HTTP server as a service of the process.
+type httpService struct {
+	srv     *http.Server
+	addr    string
+	api     *httpapi.Server
+	metrics *httpapi.Metrics
+	admin   *admin.Handler
+	rdb     *redis.Client
+	log     *zap.Logger
+	ln      net.Listener
+	done    chan struct{}
+}
+
+// statusOf reports a predictor's state: a holder that swaps models at run
+// time (predictor.Live) is asked each time; otherwise what loading found.
+func statusOf(l loaded) httpapi.StatusFunc {
+	type live interface {
+		ModelLoaded() bool
+		Source() string
+		FallbackReason() string
+	}
+	if lv, ok := l.p.(live); ok {
+		return func() httpapi.Status {
+			return httpapi.Status{ModelLoaded: lv.ModelLoaded(), ModelVersion: l.p.Version(), ModelSource: lv.Source(), FallbackReason: lv.FallbackReason()}
+		}
+	}
+	st := httpapi.Status{ModelLoaded: l.fallback == "", ModelSource: l.source, FallbackReason: l.fallback}
+	return func() httpapi.Status {
+		s := st
+		s.ModelVersion = l.p.Version()
+		return s
+	}
+}
+
+// newHTTPService builds the server; nothing listens before Start.
+func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService, error) {
+	if err := hf.validate(); err != nil {
+		return nil, err
+	}
+	hs := &httpService{addr: hf.addr, log: log, done: make(chan struct{})}
+	status := statusOf(deps.model)
+	var rdb redis.UniversalClient
+	if deps.redisOpt != nil {
+		hs.rdb = newRedis(deps.redisOpt, 10*runtime.GOMAXPROCS(0))
+		rdb = hs.rdb
+	}
+	hs.metrics = httpapi.NewMetrics(httpapi.MetricsConfig{
+		Status: status, Redis: rdb, Queues: deps.queues, Worker: deps.worker, Logger: log,
+	})
+	recent := httpapi.NewRecent(0)
+	ecfg := httpapi.EngineConfig{
+		Predictor: deps.model.p, CacheTimeout: hf.cacheTimeout, Limits: deps.limits,
+		MaxNames: hf.maxNames, Metrics: hs.metrics, Recent: recent, Logger: log,
+	}
+	if rdb != nil && hf.cache {
+		c, err := cache.New(rdb, cache.Config{TTL: deps.cacheTTL, Logger: log})
+		if err != nil {
+			hs.close()
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		ecfg.Cache = c
+	}
+	engine, err := httpapi.NewEngine(ecfg)
+	if err != nil {
+		hs.close()
+		return nil, err
+	}
+	acfg := httpapi.Config{
+		Engine: engine, Status: status, Redis: rdb, Metrics: hs.metrics,
+		MetricsToken: hf.metricsToken, Logger: log,
+	}
+	if admin.Configured(hf.adminUser, hf.adminPassword, hf.adminToken) {
+		hs.admin, err = admin.New(admin.Config{
+			User: hf.adminUser, Password: hf.adminPassword, Token: hf.adminToken,
+			ReadOnly: hf.adminReadOnly, Status: status, Metrics: hs.metrics, Recent: recent,
+			Redis: rdb, RedisOptions: deps.redisOpt, Queues: deps.queues, Logger: log,
+		})
+		if err != nil {
+			hs.close()
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		acfg.Admin = hs.admin
+	}
+	if hs.api, err = httpapi.NewServer(acfg); err != nil {
+		hs.close()
+		return nil, err
+	}
+	hs.srv = &http.Server{
+		Addr:              hf.addr,
+		Handler:           hs.api,
+		ReadHeaderTimeout: hf.readHeaderTimeout,
+		ReadTimeout:       hf.readTimeout,
+		WriteTimeout:      hf.writeTimeout,
+		IdleTimeout:       hf.idleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	st := status()
+	fields := []zap.Field{
+		zap.String("addr", hf.addr), zap.String("model", st.ModelSource), zap.String("model_version", st.ModelVersion),
+		zap.Bool("cache", ecfg.Cache != nil), zap.Bool("admin", hs.admin != nil),
+		zap.Bool("metrics_token", hf.metricsToken != ""),
+	}
+	if st.FallbackReason != "" {
+		fields = append(fields, zap.String("fallback_reason", st.FallbackReason))
+	}
+	log.Info("http configured", fields...)
+	return hs, nil
+}
+
+func (hs *httpService) Name() string { return "http" }
+
+// Start listens and serves in the background.
+func (hs *httpService) Start(context.Context) error {
+	ln, err := net.Listen("tcp", hs.addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", hs.addr, err)
+	}
+	hs.ln = ln
+	hs.log.Info("http listening", zap.String("addr", ln.Addr().String()))
+	go func() {
+		defer close(hs.done)
+		if err := hs.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			hs.log.Error("http server stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on (after Start).
+func (hs *httpService) Addr() string {
+	if hs.ln == nil {
+		return ""
+	}
+	return hs.ln.Addr().String()
+}
+
+// Shutdown stops accepting, lets requests in flight finish within ctx,
+// then closes what the server owns.
+func (hs *httpService) Shutdown(ctx context.Context) error {
+	err := hs.srv.Shutdown(ctx)
+	if err != nil {
+		err = errors.Join(fmt.Errorf("http shutdown: %w", err), hs.srv.Close())
+	}
+	if hs.ln != nil {
+		<-hs.done
+	}
+	hs.close()
+	return err
+}
+
+func (hs *httpService) close() {
+	if hs.admin != nil {
+		if err := hs.admin.Close(); err != nil {
+			hs.log.Warn("closing admin", zap.Error(err))
+		}
+	}
+	if hs.metrics != nil {
+		_ = hs.metrics.Close()
+	}
+	if hs.rdb != nil {
+		_ = hs.rdb.Close()
+	}
+}
+
+// serveFlags are the settings of `serve`: the HTTP server alone.
+type serveFlags struct {
+	http            httpFlags
+	redis           redisFlags
+	model           modelFlags
+	limits          predictor.Limits
+	queues          string
+	cacheTTL        time.Duration
+	shutdownTimeout time.Duration
+}
+
+func (sf *serveFlags) register(fs *flag.FlagSet, sys IO) error {
+	err := sf.http.register(fs, sys)
+	shutdown, e := envDuration(sys, "SHUTDOWN_TIMEOUT", 25*time.Second)
+	if err == nil {
+		err = e
+	}
+	ttl, e := envDuration(sys, "CACHE_TTL", 0)
+	if err == nil {
+		err = e
+	}
+	sf.redis.register(fs)
+	sf.model.register(fs)
+	fs.IntVar(&sf.limits.MaxChars, "max-chars", predictor.DefaultLimits.MaxChars, "longest accepted name, in characters")
+	fs.IntVar(&sf.limits.MaxTokens, "max-tokens", predictor.DefaultLimits.MaxTokens, "most tokens accepted in a name")
+	fs.StringVar(&sf.queues, "queues", envString(sys, "WORKER_QUEUES", sidekiq.DefaultQueue),
+		"Sidekiq queues shown in /metrics and /admin/ ($WORKER_QUEUES)")
+	fs.DurationVar(&sf.cacheTTL, "cache-ttl", ttl, "expiry of cache entries; 0 keeps them ($CACHE_TTL)")
+	fs.DurationVar(&sf.shutdownTimeout, "shutdown-timeout", shutdown, "on SIGTERM, finish requests within this ($SHUTDOWN_TIMEOUT)")
+	return err
+}
+
+// queueNames parses a --queues value into names (weights dropped).
+func queueNames(s string) ([]string, error) {
+	qs, err := sidekiq.ParseQueues(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --queues: %v", errUsage, err)
+	}
+	return sidekiq.QueueNames(qs), nil
+}
+
+// runServe is `maskpredictor serve`: the HTTP API alone. Redis is used
+// (cache read-through, queue metrics, asynqmon) only when one is configured
+// with --redis-url, REDIS_TLS_URL or REDIS_URL.
+func runServe(ctx context.Context, args []string, sys IO) error {
+	fs := newFlagSet("serve", sys)
+	var sf serveFlags
+	envErr := sf.register(fs, sys)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if envErr != nil {
+		return envErr
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	switch {
+	case sf.shutdownTimeout < time.Second:
+		return fmt.Errorf("%w: --shutdown-timeout %v, want ≥ 1s", errUsage, sf.shutdownTimeout)
+	case sf.cacheTTL < 0:
+		return fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, sf.cacheTTL)
+	}
+	queues, err := queueNames(sf.queues)
+	if err != nil {
+		return err
+	}
+	log := logger(sys)
+	defer log.Sync() //nolint:errcheck // stderr
+	deps := httpDeps{queues: queues, limits: sf.limits, cacheTTL: sf.cacheTTL}
+	if raw, source := sf.redis.redisURL(sys); source != "default" {
+		if deps.redisOpt, err = sf.redis.options(sys, log); err != nil {
+			return err
+		}
+		log.Info("redis configured", zap.String("redis", redact(raw)), zap.String("redis_from", source))
+	}
+	if deps.model, err = sf.model.loadFull(ctx, sys, sf.limits); err != nil {
+		return err
+	}
+	hs, err := newHTTPService(&sf.http, deps, log)
+	if err != nil {
+		return err
+	}
+	return runServices(ctx, log, sf.shutdownTimeout, hs)
+}
+
+// workerStats adapts the in-process worker's counters.
+func workerStats(w *workerService) func() httpapi.WorkerStats {
+	return func() httpapi.WorkerStats {
+		st := w.srv.Handler().Stats()
+		return httpapi.WorkerStats{CacheHits: st.CacheHits, CacheMisses: st.CacheMisses}
+	}
+}
+
+// splitQueues is queueNames for a value already validated by the worker.
+func splitQueues(s string) []string {
+	names, err := queueNames(s)
+	if err != nil {
+		return strings.Split(s, ",")
+	}
+	return names
+}
