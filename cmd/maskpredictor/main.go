@@ -19,7 +19,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Main(ctx, os.Args[1:], Env(os.Getenv), os.Stdin, os.Stdout, os.Stderr)
+	code := Main(ctx, lambdaArgs(os.Args[0], os.Args[1:], os.Getenv), Env(os.Getenv), os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -46,13 +46,14 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"predict": {"label mask names (arguments, or one per line on stdin)", runPredict},
-		"model":   {"model files: info, convert", runModel},
+		"model":   {"model files: info, convert, push, pull (s3://)", runModel},
 		"train":   {"train a model from a Rails export (--cv K cross-validates)", runTrain},
 		"eval":    {"accuracy of a model on labelled names", runEval},
 		"worker":  {"work prediction jobs from Sidekiq queues (Redis)", runWorker},
 		"run":     {"the worker and the HTTP server in one process", runRun},
 		"serve":   {"the HTTP API: /predict, /predict_batch, /invoke, /health, /metrics, /admin/", runServe},
 		"enqueue": {"push prediction jobs as Rails does; --wait prints the predictions", runEnqueue},
+		"lambda":  {"the AWS Lambda function (provided.al2023; deploy/lambda/build.sh)", runLambda},
 	}
 }
 

@@ -15,15 +15,19 @@ import (
 
 func runModel(ctx context.Context, args []string, sys IO) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: model info PATH | model convert IN OUT", errUsage)
+		return fmt.Errorf("%w: model info PATH | model convert IN OUT | model push FILE URI | model pull URI FILE", errUsage)
 	}
 	switch args[0] {
 	case "info":
 		return runModelInfo(ctx, args[1:], sys)
 	case "convert":
 		return runModelConvert(ctx, args[1:], sys)
+	case "push":
+		return runModelPush(ctx, args[1:], sys)
+	case "pull":
+		return runModelPull(ctx, args[1:], sys)
 	default:
-		return fmt.Errorf("%w: unknown model command %q (info, convert)", errUsage, args[0])
+		return fmt.Errorf("%w: unknown model command %q (info, convert, push, pull)", errUsage, args[0])
 	}
 }
 

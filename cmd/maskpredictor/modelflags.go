@@ -35,6 +35,9 @@ type loaded struct {
 	crf      *predictor.CRF // nil on the rule fallback
 	source   string         // "--model PATH", "MODEL_URI …", "embedded", "rules"
 	fallback string         // why the rules answer ("" when a model loaded)
+	// storeVersion is MODEL_URI's version (S3 ETag, file mtime) of the
+	// bytes loaded, so the hot reload does not fetch them again.
+	storeVersion string
 }
 
 // load returns the predictor the flags and environment ask for.
@@ -57,9 +60,10 @@ func (mf *modelFlags) loadFull(ctx context.Context, sys IO, lim predictor.Limits
 		return rules("--rules given"), nil
 	}
 	var (
-		m      *model.Model
-		err    error
-		source string
+		m       *model.Model
+		err     error
+		source  string
+		version string
 	)
 	switch {
 	case mf.path != "":
@@ -70,7 +74,7 @@ func (mf *modelFlags) loadFull(ctx context.Context, sys IO, lim predictor.Limits
 	case sys.Env("MODEL_URI") != "":
 		uri := sys.Env("MODEL_URI")
 		source = "MODEL_URI " + uri
-		m, err = loadURI(ctx, sys, uri)
+		m, version, err = loadURI(ctx, sys, uri)
 	default:
 		source = "embedded"
 		m, err = predictor.DefaultModel()
@@ -78,16 +82,11 @@ func (mf *modelFlags) loadFull(ctx context.Context, sys IO, lim predictor.Limits
 	if err == nil {
 		var c *predictor.CRF
 		if c, err = predictor.NewCRF(m, lim); err == nil {
-			return loaded{p: c, crf: c, source: source}, nil
+			return loaded{p: c, crf: c, source: source, storeVersion: version}, nil
 		}
 	}
 	why := fmt.Sprintf("%s: %v", source, err)
 	logger(sys).Warn("model could not be loaded; answering with the rule-based fallback predictor",
 		zap.String("source", source), zap.Error(err))
 	return rules(why), nil
-}
-
-// loadURI loads a model from a MODEL_URI (a file path for now).
-func loadURI(_ context.Context, _ IO, uri string) (*model.Model, error) {
-	return model.Load(uri)
 }
