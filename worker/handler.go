@@ -93,6 +93,12 @@ type HandlerConfig struct {
 	// cover the redelivery window (the bridge's Retention). Default: 24 h.
 	DoneTTL time.Duration
 
+	// RedisRetryFor is how long a job keeps retrying a Redis call that
+	// failed because Redis was unreachable (a restart, a failover) before
+	// it gives up and fails, to be retried with Sidekiq's backoff. It must
+	// stay below asynq's 30 s lease. Default: 20 s.
+	RedisRetryFor time.Duration
+
 	// Limits bound each name (default predictor.DefaultLimits).
 	Limits predictor.Limits
 	// MaxNames is the most names one job may ask for. Default: 1000.
@@ -122,6 +128,9 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.DoneTTL == 0 {
 		c.DoneTTL = 24 * time.Hour
 	}
+	if c.RedisRetryFor == 0 {
+		c.RedisRetryFor = 20 * time.Second
+	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.MaxNames == 0 {
 		c.MaxNames = 1000
@@ -143,6 +152,8 @@ func (c HandlerConfig) validate() error {
 		return errors.New("worker: HandlerConfig.Predictor is required")
 	case c.ReplyTTL < time.Second || c.DoneTTL < time.Second:
 		return fmt.Errorf("worker: ReplyTTL (%v) and DoneTTL (%v) must be at least 1s", c.ReplyTTL, c.DoneTTL)
+	case c.RedisRetryFor < 0 || c.RedisRetryFor > 25*time.Second:
+		return fmt.Errorf("worker: RedisRetryFor %v, want [0, 25s] (asynq's lease is 30 s)", c.RedisRetryFor)
 	case c.MaxNames < 1 || c.MaxPayloadBytes < 1:
 		return errors.New("worker: MaxNames and MaxPayloadBytes must be positive")
 	}
@@ -220,7 +231,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var pe *poisonError
 	if errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison) {
 		h.poison.Add(1)
-		if derr := h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...); derr != nil {
+		derr := h.retry(ctx, func() error {
+			return h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...)
+		})
+		if derr != nil {
 			// The dead-set write is what must not be lost: retry it.
 			info.outcome = "retry"
 			return fmt.Errorf("writing poison job to the dead set: %w (job: %v)", derr, err)
@@ -333,7 +347,7 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 		doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
 	}
 
-	if err := h.lookup(ctx, items, doneKey, info); err != nil {
+	if err := h.retry(ctx, func() error { return h.lookup(ctx, items, doneKey, info) }); err != nil {
 		return err
 	}
 	if info.duplicate {
@@ -363,13 +377,7 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p})
 		}
 	}
-	if err := h.cfg.Cache.PutMany(ctx, puts); err != nil {
-		return err
-	}
-	if !writeBack {
-		return nil
-	}
-	return h.writeBack(ctx, job, items, replyTo, doneKey)
+	return h.write(ctx, job, items, puts, replyTo, doneKey)
 }
 
 func (h *Handler) lookup(ctx context.Context, items []item, doneKey string, info *jobInfo) error {
@@ -436,13 +444,18 @@ type callbackArg struct {
 	Prediction json.RawMessage `json:"prediction"`
 }
 
-// writeBack pushes the callback jobs, then the replies and the done marker
-// in one MULTI. Callback jids are derived from the delivery, so a callback
-// pushed again after a crash in between carries the same jid.
-func (h *Handler) writeBack(ctx context.Context, job *sidekiq.Job, items []item, replyTo, doneKey string) error {
-	encoded := make([][]byte, len(items))
-	for i, it := range items {
-		encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
+// write pushes the callback jobs, then writes the cache entries, the
+// replies and the done marker in one MULTI (a plain pipeline when there is
+// no write-back): two round trips for a job with a callback, one without.
+// Callback jids are derived from the delivery, so a callback pushed again
+// after a crash before the MULTI carries the same jid.
+func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, puts []cache.Entry, replyTo, doneKey string) error {
+	var encoded [][]byte
+	if doneKey != "" {
+		encoded = make([][]byte, len(items))
+		for i, it := range items {
+			encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
+		}
 	}
 	if h.cfg.CallbackClass != "" {
 		delivery := sidekiq.DeliveryID(job.JID, job.Raw)
@@ -452,26 +465,80 @@ func (h *Handler) writeBack(ctx context.Context, job *sidekiq.Job, items []item,
 				id = json.RawMessage("null")
 			}
 			arg := callbackArg{JID: job.JID, MaskID: id, MaskName: it.req.MaskName, Prediction: encoded[i]}
-			if _, err := h.cfg.Sidekiq.Push(ctx, h.cfg.CallbackQueue, h.cfg.CallbackClass, []any{arg},
-				sidekiq.WithJID(callbackJID(delivery, i))); err != nil {
+			err := h.retry(ctx, func() error {
+				_, err := h.cfg.Sidekiq.Push(ctx, h.cfg.CallbackQueue, h.cfg.CallbackClass, []any{arg},
+					sidekiq.WithJID(callbackJID(delivery, i)))
+				return err
+			})
+			if err != nil {
 				return fmt.Errorf("pushing callback job: %w", err)
 			}
 		}
 	}
-	pipe := h.cfg.Redis.TxPipeline()
-	if replyTo != "" {
-		vals := make([]any, len(encoded))
-		for i, b := range encoded {
-			vals[i] = b
-		}
-		pipe.RPush(ctx, replyTo, vals...)
-		pipe.Expire(ctx, replyTo, h.cfg.ReplyTTL)
+	if len(puts) == 0 && doneKey == "" {
+		return nil
 	}
-	pipe.Set(ctx, doneKey, "1", h.cfg.DoneTTL)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("writing reply to %q: %w", replyTo, err)
+	err := h.retry(ctx, func() error {
+		var pipe redis.Pipeliner
+		if doneKey != "" {
+			pipe = h.cfg.Redis.TxPipeline()
+		} else {
+			pipe = h.cfg.Redis.Pipeline()
+		}
+		if err := h.cfg.Cache.AddPuts(ctx, pipe, puts); err != nil {
+			return err
+		}
+		if replyTo != "" {
+			vals := make([]any, len(encoded))
+			for i, b := range encoded {
+				vals[i] = b
+			}
+			pipe.RPush(ctx, replyTo, vals...)
+			pipe.Expire(ctx, replyTo, h.cfg.ReplyTTL)
+		}
+		if doneKey != "" {
+			pipe.Set(ctx, doneKey, "1", h.cfg.DoneTTL)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("writing cache entries and replies: %w", err)
 	}
 	return nil
+}
+
+// retry runs fn again while it fails because Redis is unreachable, with
+// capped exponential backoff, for at most RedisRetryFor: a short outage
+// (a Redis restart, a failover) then costs a delay instead of a failed
+// job. Every fn is idempotent, or nearly: a callback whose reply was lost
+// is pushed again under the same jid.
+func (h *Handler) retry(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || !isConnError(err) || h.cfg.RedisRetryFor <= 0 {
+		return err
+	}
+	deadline := time.Now().Add(h.cfg.RedisRetryFor)
+	d := 50 * time.Millisecond
+	for attempt := 2; ; attempt++ {
+		if time.Now().Add(d).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		if err = fn(); err == nil || !isConnError(err) {
+			if err == nil {
+				h.log.Info("Redis reachable again; job goes on", zap.Int("attempt", attempt))
+			}
+			return err
+		}
+		d = min(2*d, time.Second)
+	}
 }
 
 // callbackJID is a Sidekiq-shaped jid (24 hex digits) derived from the

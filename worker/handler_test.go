@@ -281,13 +281,19 @@ func TestHandlerPoisonGoesToDead(t *testing.T) {
 
 func TestHandlerTransientFailureExhausted(t *testing.T) {
 	ctx := context.Background()
-	// The cache lives on a Redis that is not there: every cache call fails.
+	// Redis is not there (the cache and write-back fail); the dead set's
+	// Redis works.
 	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer broken.Close()
-	bc, _ := cache.New(broken, cache.Config{})
-	e := newHandlerEnv(t, func(c *HandlerConfig) { c.Cache = bc; c.CallbackClass = "" })
+	e := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Sidekiq = sidekiq.NewClient(c.Redis)
+		c.Redis = broken
+		c.Cache = nil
+		c.CallbackClass = ""
+		c.RedisRetryFor = time.Millisecond // fail at once
+	})
 
-	// retry: 3 with no retries used yet: a plain error for asynq to retry.
+	// retry: true with no retries used yet: a plain error for asynq to retry.
 	err := e.run(job("e1", "3M Aura"))
 	if err == nil || errors.Is(err, asynq.SkipRetry) {
 		t.Fatalf("first failure: %v, want a retryable error", err)

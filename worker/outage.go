@@ -21,11 +21,17 @@ type outageHook struct {
 	failures atomic.Int64
 }
 
-func addOutageHook(c redis.UniversalClient) {
+func addOutageHook(c redis.UniversalClient) *outageHook {
+	h := &outageHook{}
 	if c != nil {
-		c.AddHook(&outageHook{})
+		c.AddHook(h)
 	}
+	return h
 }
+
+// failing reports whether the last call through the client could not
+// reach Redis.
+func (h *outageHook) failing() bool { return h.failures.Load() != 0 }
 
 const (
 	outageMinDelay = 50 * time.Millisecond

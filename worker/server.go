@@ -39,6 +39,11 @@ type Config struct {
 	// but no worker had started back to their Sidekiq queue, where Sidekiq
 	// Web shows them. Default true (set DisableReturnPending to keep them).
 	DisableReturnPending bool
+	// PollInterval is how often an idle asynq processor looks for work
+	// (asynq polls; it has no blocking fetch). It bounds the latency a job
+	// waits when the pool was idle; the idle cost is about one Redis script
+	// call per PollInterval. Default: 5 ms.
+	PollInterval time.Duration
 	// RescueInterval is how often asynq's archive is searched for tasks it
 	// archived only because their worker died (lease expired) with no
 	// retry left; they are run again. Default: 30 s.
@@ -81,6 +86,9 @@ func (c Config) WithDefaults() Config {
 	if c.RescueInterval == 0 {
 		c.RescueInterval = 30 * time.Second
 	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 5 * time.Millisecond
+	}
 	if c.Identity == "" {
 		c.Identity = sidekiq.NewIdentity()
 	}
@@ -94,6 +102,12 @@ func (c Config) WithDefaults() Config {
 	c.Bridge.Redis, c.Bridge.AsynqRedis = c.Redis, c.AsynqRedis
 	c.Bridge.Queues, c.Bridge.Concurrency = c.Queues, c.Concurrency
 	c.Bridge.Identity, c.Bridge.Logger = c.Identity, c.Logger
+	if c.Bridge.MaxPending == 0 {
+		// Enough handed-over work that the pool never waits on the bridge
+		// (measured: 2× concurrency halves the throughput), little enough
+		// that the backlog stays visible in queue:<name>.
+		c.Bridge.MaxPending = 10 * c.Concurrency
+	}
 	c.Heartbeat.Redis, c.Heartbeat.Queues, c.Heartbeat.Concurrency = c.Redis, c.Queues, c.Concurrency
 	c.Heartbeat.Identity, c.Heartbeat.Logger = c.Identity, c.Logger
 	c.Scheduler.Redis, c.Scheduler.Queues, c.Scheduler.Logger = c.Redis, c.Queues, c.Logger
@@ -108,6 +122,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("worker: Concurrency is %d, must be ≥ 1", c.Concurrency)
 	case c.ShutdownTimeout < time.Second:
 		return fmt.Errorf("worker: ShutdownTimeout %v is below 1s", c.ShutdownTimeout)
+	case c.PollInterval <= 0 || c.PollInterval > 5*time.Second:
+		return fmt.Errorf("worker: PollInterval %v, want (0, 5s]", c.PollInterval)
 	case c.RescueInterval < time.Second:
 		return fmt.Errorf("worker: RescueInterval %v is below 1s", c.RescueInterval)
 	}
@@ -125,6 +141,8 @@ type Server struct {
 	sched   *sidekiq.Scheduler
 	srv     *asynq.Server
 	insp    *asynq.Inspector
+	// asynqHook sees asynq's Redis calls fail while Redis is unreachable.
+	asynqHook *outageHook
 
 	mu       sync.Mutex
 	state    int // 0 new, 1 started, 2 shut down
@@ -156,27 +174,26 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 	}
-	addOutageHook(cfg.Redis)
+	asynqHook := addOutageHook(cfg.Redis)
 	if cfg.AsynqRedis != cfg.Redis {
-		addOutageHook(cfg.AsynqRedis)
+		asynqHook = addOutageHook(cfg.AsynqRedis)
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, handler: h,
 		bridge: bridge, hb: hb, sched: sched,
-		insp:     asynq.NewInspectorFromRedisClient(cfg.AsynqRedis),
-		stopResc: make(chan struct{}),
+		insp:      asynq.NewInspectorFromRedisClient(cfg.AsynqRedis),
+		asynqHook: asynqHook,
+		stopResc:  make(chan struct{}),
 	}
 	s.srv = asynq.NewServerFromRedisClient(cfg.AsynqRedis, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          sidekiq.AsynqQueues(cfg.Queues),
-		ShutdownTimeout: asynqShutdownTimeout(cfg.ShutdownTimeout),
-		RetryDelayFunc:  retryDelay,
-		IsFailure:       isFailure,
-		Logger:          asynqLogger{cfg.Logger.Named("asynq").Sugar()},
-		LogLevel:        asynq.WarnLevel,
-		// The bridge keeps asynq's pending list short and refills it every
-		// few ms; an idle processor should notice new work soon.
-		TaskCheckInterval: 200 * time.Millisecond,
+		Concurrency:       cfg.Concurrency,
+		Queues:            sidekiq.AsynqQueues(cfg.Queues),
+		ShutdownTimeout:   asynqShutdownTimeout(cfg.ShutdownTimeout),
+		RetryDelayFunc:    retryDelay,
+		IsFailure:         isFailure,
+		Logger:            asynqLogger{cfg.Logger.Named("asynq").Sugar()},
+		LogLevel:          asynq.WarnLevel,
+		TaskCheckInterval: cfg.PollInterval,
 	})
 	return s, nil
 }
@@ -223,8 +240,30 @@ func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 		if ctx.Err() == nil || err == nil { // interrupted jobs are requeued, not counted
 			s.hb.RecordResult(err != nil)
 		}
+		s.awaitAsynqRedis(ctx)
 		return err
 	})
+}
+
+// awaitAsynqRedis holds a finished job while asynq's Redis is unreachable
+// (at most Handler.RedisRetryFor). asynq records the outcome right after
+// the handler returns; if that write fails, asynq v0.26 gives up on it (its
+// retry runs with an already cancelled context) and the task waits for
+// asynq's recoverer, a minute or two. Waiting here for Redis to come back
+// turns a short outage into a short delay instead.
+func (s *Server) awaitAsynqRedis(ctx context.Context) {
+	if !s.asynqHook.failing() {
+		return
+	}
+	deadline := time.Now().Add(s.cfg.Handler.RedisRetryFor)
+	for s.asynqHook.failing() && time.Now().Before(deadline) && ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.cfg.AsynqRedis.Ping(pctx).Err() // success resets the hook
+		cancel()
+		if err == nil {
+			return
+		}
+	}
 }
 
 // Start starts processing and returns at once. Redis need not be up: every
