@@ -1,0 +1,11 @@
+# frozen_string_literal: true
+
+# The Rails side of the maskpredictor sidecar. Copy deploy/rails/mask_predictor.rb and
+# deploy/rails/mask_predictor/ to your app's lib/, then require it from the initializer
+# (config/initializers/mask_predictor.rb). Needs only Sidekiq (6, 7 or 8), no Rails.
+#
+#   MaskPredictor.enqueue("3M Aura 9205+ N95", mask_id: mask.id)  # async: cache + callback job
+#   MaskPredictor.cached("3M Aura 9205+ N95")                     # => prediction Hash or nil (one GET)
+#   MaskPredictor.predict_now("3M Aura 9205+ N95", timeout: 5)    # sync: waits for the sidecar's reply
+require_relative "mask_predictor/normalize"
+require_relative "mask_predictor/client"
