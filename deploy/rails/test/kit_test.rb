@@ -13,7 +13,8 @@ require "minitest/autorun"
 require "sidekiq"
 require "sidekiq/api"
 
-Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+require "redis"
+Redis.silence_deprecations = true if Redis.respond_to?(:silence_deprecations=) # Sidekiq 6 on redis-rb 4.8
 Sidekiq.configure_client { |c| c.redis = { url: ENV.fetch("REDIS_URL"), size: 4 } }
 
 KIT = File.expand_path("..", __dir__)
