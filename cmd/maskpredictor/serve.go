@@ -29,6 +29,8 @@ type httpFlags struct {
 	addr              string
 	cache             bool
 	cacheTimeout      time.Duration
+	memoSize          int
+	memoTTL           time.Duration
 	maxNames          int
 	readHeaderTimeout time.Duration
 	readTimeout       time.Duration
@@ -55,9 +57,16 @@ func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	maxNames, e := envInt(sys, "MAX_BATCH_NAMES", httpapi.DefaultMaxNames)
 	env(e)
+	memoSize, e := envInt(sys, "CACHE_MEMO", 4096)
+	env(e)
+	memoTTL, e := envDuration(sys, "CACHE_MEMO_TTL", httpapi.DefaultMemoTTL)
+	env(e)
 	fs.StringVar(&hf.addr, "addr", ":"+envString(sys, "PORT", "8080"), "HTTP listen address (default :$PORT, else :8080)")
 	fs.BoolVar(&hf.cache, "http-cache", cacheOn, "read predictions through the Redis cache when Redis is configured ($HTTP_CACHE)")
 	fs.DurationVar(&hf.cacheTimeout, "cache-timeout", cacheTimeout, "bound of one cache round trip of a request ($CACHE_TIMEOUT)")
+	fs.IntVar(&hf.memoSize, "cache-memo", memoSize,
+		"cache answers kept in process for --cache-memo-ttl, so hot names skip the Redis round trip; 0: none ($CACHE_MEMO)")
+	fs.DurationVar(&hf.memoTTL, "cache-memo-ttl", memoTTL, "how long an in-process cache answer is used before Redis is asked again ($CACHE_MEMO_TTL)")
 	fs.IntVar(&hf.maxNames, "max-names", maxNames, "most names in one /predict_batch ($MAX_BATCH_NAMES)")
 	fs.DurationVar(&hf.readHeaderTimeout, "read-header-timeout", 5*time.Second, "HTTP: time to read a request's headers")
 	fs.DurationVar(&hf.readTimeout, "read-timeout", 30*time.Second, "HTTP: time to read a whole request")
@@ -73,6 +82,8 @@ func (hf *httpFlags) validate() error {
 	switch {
 	case hf.maxNames < 1:
 		return fmt.Errorf("%w: --max-names %d, want ≥ 1", errUsage, hf.maxNames)
+	case hf.memoSize < 0 || hf.memoTTL <= 0:
+		return fmt.Errorf("%w: --cache-memo %d / --cache-memo-ttl %v: want ≥ 0 and > 0", errUsage, hf.memoSize, hf.memoTTL)
 	case hf.cacheTimeout <= 0:
 		return fmt.Errorf("%w: --cache-timeout %v, want > 0", errUsage, hf.cacheTimeout)
 	case hf.readHeaderTimeout <= 0 || hf.readTimeout <= 0 || hf.writeTimeout <= 0 || hf.idleTimeout <= 0:
@@ -157,7 +168,7 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 	})
 	recent := httpapi.NewRecent(0)
 	ecfg := httpapi.EngineConfig{
-		Predictor: deps.model.p, CacheTimeout: hf.cacheTimeout, Limits: deps.limits,
+		Predictor: deps.model.p, CacheTimeout: hf.cacheTimeout, MemoSize: hf.memoSize, MemoTTL: hf.memoTTL, Limits: deps.limits,
 		MaxNames: hf.maxNames, Metrics: hs.metrics, Recent: recent, Logger: log,
 	}
 	if rdb != nil && hf.cache {

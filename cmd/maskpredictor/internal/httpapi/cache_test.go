@@ -290,3 +290,63 @@ func TestJobLogTap(t *testing.T) {
 		t.Errorf("observed %d %d %d", count("mask_predictions,ok"), count("mask_predictions,dead"), count("q2,ok"))
 	}
 }
+
+func TestMemo(t *testing.T) {
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	ctx := context.Background()
+	c, err := cache.New(rdb, cache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(MetricsConfig{})
+	e, err := NewEngine(EngineConfig{Predictor: crf(t), Cache: c, Metrics: m, MemoSize: 2, MemoTTL: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cache.KeyPrefix + "3m 1860s"
+	if _, err := e.Predict(ctx, "3M 1860s"); err != nil { // miss: predicted, stored, remembered
+		t.Fatal(err)
+	}
+	// Within the TTL the memo answers, even with the Redis entry gone…
+	rdb.Del(ctx, key)
+	p, err := e.Predict(ctx, "3m 1860S")
+	if err != nil || p.MaskName != "3m 1860S" || p.Tokens[1] != "1860S" {
+		t.Fatalf("%v %+v", err, p)
+	}
+	if m.cacheHitHTTP.Load() != 1 {
+		t.Errorf("memo answer not counted as a cache hit")
+	}
+	if n, _ := rdb.Exists(ctx, key).Result(); n != 0 {
+		t.Error("memo hit wrote to Redis")
+	}
+	// …and after it Redis is asked again (a miss now: predicted and stored).
+	time.Sleep(350 * time.Millisecond)
+	if _, err := e.Predict(ctx, "3M 1860s"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.Exists(ctx, key).Result(); n != 1 {
+		t.Error("expired memo entry still answered")
+	}
+	// Batches use it too, and an entry of another model version is not used.
+	if _, err := e.PredictBatch(ctx, []string{"3M 1860S", "Zimi ZM9233"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.cacheHitHTTP.Load() != 2 {
+		t.Errorf("batch: %d hits, want 2", m.cacheHitHTTP.Load())
+	}
+	if got := e.memo.get("3m 1860s", "other-version", time.Now()); got != nil {
+		t.Error("memo answered for another model version")
+	}
+	// Bounded.
+	for i := 0; i < 10; i++ {
+		e.memo.put(fmt.Sprint("n", i), &predictor.Prediction{}, time.Now())
+	}
+	if n := len(e.memo.m); n != 2 {
+		t.Errorf("memo holds %d entries, max 2", n)
+	}
+	// Without a cache there is no memo.
+	e2, _ := NewEngine(EngineConfig{Predictor: crf(t), MemoSize: 10})
+	if e2.memo != nil {
+		t.Error("memo without a cache")
+	}
+}

@@ -46,6 +46,7 @@ type StatusFunc func() Status
 const (
 	DefaultMaxNames     = 1000
 	DefaultCacheTimeout = 100 * time.Millisecond
+	DefaultMemoTTL      = 10 * time.Second
 	// cacheBackoff is how long the cache is bypassed after a Redis error, so
 	// an outage costs one timeout per interval instead of one per request.
 	cacheBackoff = time.Second
@@ -61,6 +62,11 @@ type EngineConfig struct {
 	Cache *cache.Cache
 	// CacheTimeout bounds each cache round trip. Default 100 ms.
 	CacheTimeout time.Duration
+	// MemoSize, when positive, keeps up to that many recent cache answers
+	// in process for MemoTTL (default 10 s), so that a hot name costs no
+	// Redis round trip. Only used with a Cache.
+	MemoSize int
+	MemoTTL  time.Duration
 	// Limits bound each name (default predictor.DefaultLimits); they are
 	// checked before the cache is asked, so a cached entry cannot bypass them.
 	Limits predictor.Limits
@@ -79,6 +85,7 @@ type EngineConfig struct {
 type Engine struct {
 	cfg       EngineConfig
 	log       *zap.Logger
+	memo      *memo
 	cacheDown atomic.Int64 // unix nanos until which the cache is bypassed
 	lastLog   atomic.Int64 // unix nanos of the last cache error logged
 }
@@ -98,7 +105,14 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger}, nil
+	e := &Engine{cfg: cfg, log: cfg.Logger}
+	if cfg.Cache != nil {
+		if cfg.MemoTTL <= 0 {
+			cfg.MemoTTL = DefaultMemoTTL
+		}
+		e.memo = newMemo(cfg.MemoSize, cfg.MemoTTL)
+	}
+	return e, nil
 }
 
 // Predictor is the engine's predictor.
@@ -166,14 +180,23 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 	if norm == "" { // every token vanished under NFKC: no cache entry
 		return e.predict(name, norm, -1)
 	}
+	version := e.cfg.Predictor.Version()
+	now := time.Now()
+	if m := e.memo.get(norm, version, now); m != nil {
+		if ans, ok := cache.Answer(m, name, norm, toks); ok {
+			e.served(ans, sourceCache, 0)
+			return ans, nil
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
-	cached, ok, err := e.cfg.Cache.Get(cctx, norm, e.cfg.Predictor.Version())
+	cached, ok, err := e.cfg.Cache.Get(cctx, norm, version)
 	cancel()
 	switch {
 	case err != nil:
 		e.cacheFailed(err, "get", 1)
 	case ok:
 		if ans, ok := cache.Answer(cached, name, norm, toks); ok {
+			e.memo.put(norm, cached, now)
 			e.served(ans, sourceCache, 0)
 			return ans, nil
 		}
@@ -189,6 +212,8 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
 		if err := e.cfg.Cache.Put(cctx, norm, p); err != nil {
 			e.cacheFailed(err, "put", 1)
+		} else {
+			e.memo.put(norm, p, now)
 		}
 		cancel()
 	}
@@ -267,21 +292,43 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 			idx = append(idx, i)
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
-	cached, err := e.cfg.Cache.GetMany(cctx, keyed, e.cfg.Predictor.Version())
-	cancel()
-	if err != nil {
-		e.cacheFailed(err, "mget", len(keyed))
-		cached = nil
-	}
-	for k, c := range cached {
-		i := idx[k]
-		if c == nil {
-			continue
+	version := e.cfg.Predictor.Version()
+	now := time.Now()
+	if e.memo != nil {
+		k := 0
+		for j, i := range idx {
+			if m := e.memo.get(keyed[j], version, now); m != nil {
+				if ans, ok := cache.Answer(m, names[i], norms[i], toks[i]); ok {
+					out[i] = ans
+					e.served(ans, sourceCache, 0)
+					continue
+				}
+			}
+			keyed[k], idx[k] = keyed[j], i
+			k++
 		}
-		if ans, ok := cache.Answer(c, names[i], norms[i], toks[i]); ok {
-			out[i] = ans
-			e.served(ans, sourceCache, 0)
+		keyed, idx = keyed[:k], idx[:k]
+	}
+	var err error
+	if len(keyed) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
+		var cached []*predictor.Prediction
+		cached, err = e.cfg.Cache.GetMany(cctx, keyed, version)
+		cancel()
+		if err != nil {
+			e.cacheFailed(err, "mget", len(keyed))
+			cached = nil
+		}
+		for k, c := range cached {
+			i := idx[k]
+			if c == nil {
+				continue
+			}
+			if ans, ok := cache.Answer(c, names[i], norms[i], toks[i]); ok {
+				e.memo.put(keyed[k], c, now)
+				out[i] = ans
+				e.served(ans, sourceCache, 0)
+			}
 		}
 	}
 	var puts []cache.Entry
@@ -305,6 +352,10 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
 		if err := e.cfg.Cache.PutMany(cctx, puts); err != nil {
 			e.cacheFailed(err, "put", len(puts))
+		} else {
+			for _, p := range puts {
+				e.memo.put(p.Normalized, p.Prediction, now)
+			}
 		}
 		cancel()
 	}

@@ -62,6 +62,7 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	requestDur    *prometheus.HistogramVec
 	jobDur        *prometheus.HistogramVec
+	hot           map[string]hotRoute // the prediction routes' 200s, resolved once
 	insp          *asynq.Inspector
 }
 
@@ -110,6 +111,10 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(250e-6, 2, 18), // 250µs … 33s
 	}, []string{"queue", "outcome"})
 
+	m.hot = make(map[string]hotRoute)
+	for _, r := range []string{routePredict, routeBatch, routeInvoke} {
+		m.hot[r] = hotRoute{ok: m.requests.WithLabelValues(r, "200"), dur: m.requestDur.WithLabelValues(r)}
+	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -147,6 +152,23 @@ func (m *Metrics) observePrediction(src string, d time.Duration) {
 	case sourceCache:
 		m.predCache.Inc()
 		m.cacheHitHTTP.Add(1)
+	}
+}
+
+type hotRoute struct {
+	ok  prometheus.Counter
+	dur prometheus.Observer
+}
+
+func (m *Metrics) observeRequest(route string, code int, d time.Duration) {
+	hr, hot := m.hot[route]
+	if hot && code == http.StatusOK {
+		hr.ok.Inc()
+	} else {
+		m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	}
+	if hot {
+		hr.dur.Observe(d.Seconds())
 	}
 }
 

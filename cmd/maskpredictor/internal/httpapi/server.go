@@ -156,11 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := time.Since(start)
 	if m := s.cfg.Metrics; m != nil {
-		m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		switch route {
-		case routePredict, routeBatch, routeInvoke:
-			m.requestDur.WithLabelValues(route).Observe(d.Seconds())
-		}
+		m.observeRequest(route, code, d)
 	}
 	level := zapcore.DebugLevel
 	if code >= 500 {
@@ -214,6 +210,20 @@ func writeJSON(w http.ResponseWriter, code int, body []byte) int {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body) // the client went away: nothing to do
+	return code
+}
+
+// writeJSON is the package's writeJSON without its allocations: the
+// Content-Type value is shared, and net/http adds the Content-Length of a
+// small body itself.
+func (s *Server) writeJSON(w http.ResponseWriter, code int, body []byte) int {
+	h := w.Header()
+	h["Content-Type"] = s.ctJSON
+	if len(body) > 2000 {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
 	w.WriteHeader(code)
 	_, _ = w.Write(body) // the client went away: nothing to do
 	return code
@@ -312,6 +322,9 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) int {
 }
 
 func (s *Server) handlePredict(ctx context.Context, w http.ResponseWriter, body []byte, out *[]byte) int {
+	if name, ok := fastField(body, "mask_name"); ok {
+		return s.answer(ctx, w, name, out)
+	}
 	var req struct {
 		MaskName json.RawMessage `json:"mask_name"`
 	}
@@ -325,12 +338,16 @@ func (s *Server) handlePredict(ctx context.Context, w http.ResponseWriter, body 
 	if err != nil {
 		return s.writeErr(w, err)
 	}
+	return s.answer(ctx, w, name, out)
+}
+
+func (s *Server) answer(ctx context.Context, w http.ResponseWriter, name string, out *[]byte) int {
 	p, err := s.cfg.Engine.Predict(ctx, name)
 	if err != nil {
 		return s.writeErr(w, err)
 	}
 	*out = p.AppendJSON((*out)[:0])
-	return writeJSON(w, http.StatusOK, *out)
+	return s.writeJSON(w, http.StatusOK, *out)
 }
 
 func (s *Server) handleBatch(ctx context.Context, w http.ResponseWriter, body []byte, out *[]byte) int {
@@ -353,7 +370,7 @@ func (s *Server) handleBatch(ctx context.Context, w http.ResponseWriter, body []
 		return s.writeErr(w, err)
 	}
 	*out = appendBatch((*out)[:0], preds)
-	return writeJSON(w, http.StatusOK, *out)
+	return s.writeJSON(w, http.StatusOK, *out)
 }
 
 // handleInvoke answers a Lambda event with the Lambda's envelope. Like
