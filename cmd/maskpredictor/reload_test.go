@@ -87,6 +87,15 @@ func TestModelPushPull(t *testing.T) {
 	if _, err := os.Stat(bad); err == nil {
 		t.Fatal("pull of a non-model wrote the file")
 	}
+	// Rollback by copying an archived object over the live one.
+	archive := srv.URI("archive/old.pkl")
+	if code, _, errs := runMain(t, env, "", "model", "push", pickleTestdata, archive); code != 0 {
+		t.Fatal(errs)
+	}
+	code, out, errs = runMain(t, env, "", "model", "push", archive, uri)
+	if code != 0 || strings.TrimSpace(out) != pickleVersion {
+		t.Fatalf("push %s %s: exit %d, %q, %s", archive, uri, code, out, errs)
+	}
 	// Rollback to the embedded model needs no file.
 	m, _ := predictor.DefaultModel()
 	code, out, _ = runMain(t, env, "", "model", "push", "default", uri)

@@ -63,9 +63,9 @@ func runModelPush(ctx context.Context, args []string, sys IO) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return fmt.Errorf("%w: model push [--force] FILE s3://bucket/key (or a path)", errUsage)
+		return fmt.Errorf("%w: model push [--force] FILE|s3://…|default s3://bucket/key (or a path)", errUsage)
 	}
-	data, err := readModelBytes(pos[0])
+	data, err := readModelBytes(ctx, sys, pos[0])
 	if err != nil {
 		return err
 	}
@@ -94,10 +94,22 @@ func runModelPush(ctx context.Context, args []string, sys IO) error {
 	return nil
 }
 
-// readModelBytes reads a model file as is, or the embedded model in the
-// native format for "default" / "embedded" (a rollback target that needs no
-// file).
-func readModelBytes(path string) ([]byte, error) {
+// readModelBytes reads a model file as is, an object of a store
+// (s3://…: copy an archived model over the live one), or the embedded model
+// in the native format for "default" / "embedded" (a rollback target that
+// needs no file).
+func readModelBytes(ctx context.Context, sys IO, path string) ([]byte, error) {
+	if modelstore.IsRemote(path) {
+		st, err := openModelStore(ctx, sys, path)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := st.Get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return obj.Data, nil
+	}
 	if path == "default" || path == "embedded" {
 		m, err := predictor.DefaultModel()
 		if err != nil {
