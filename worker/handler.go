@@ -436,20 +436,15 @@ func (h *Handler) lookup(ctx context.Context, items []item, doneKey string, info
 	return nil
 }
 
-// callbackArg is the single argument of a callback job.
-type callbackArg struct {
-	JID        string          `json:"jid"`
-	MaskID     json.RawMessage `json:"mask_id"`
-	MaskName   string          `json:"mask_name"`
-	Prediction json.RawMessage `json:"prediction"`
-}
-
-// write pushes the callback jobs, then writes the cache entries, the
-// replies and the done marker in one MULTI (a plain pipeline when there is
-// no write-back): two round trips for a job with a callback, one without.
-// Callback jids are derived from the delivery, so a callback pushed again
-// after a crash before the MULTI carries the same jid.
+// write stores the cache entries and, when the job has a write-back, the
+// callback jobs, the replies and the done marker, all in one MULTI (a plain
+// pipeline without a write-back): one round trip, and a redelivered job
+// either finds the marker (everything was written) or nothing of its
+// write-back (nothing was), so callbacks and replies are exactly-once.
 func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, puts []cache.Entry, replyTo, doneKey string) error {
+	if len(puts) == 0 && doneKey == "" {
+		return nil
+	}
 	var encoded [][]byte
 	if doneKey != "" {
 		encoded = make([][]byte, len(items))
@@ -457,28 +452,28 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 			encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
 		}
 	}
+	var callbacks []any
 	if h.cfg.CallbackClass != "" {
 		delivery := sidekiq.DeliveryID(job.JID, job.Raw)
+		now := time.Now()
+		callbacks = make([]any, len(items))
 		for i, it := range items {
-			id := it.req.MaskID
-			if len(id) == 0 {
-				id = json.RawMessage("null")
-			}
-			arg := callbackArg{JID: job.JID, MaskID: id, MaskName: it.req.MaskName, Prediction: encoded[i]}
-			err := h.retry(ctx, func() error {
-				_, err := h.cfg.Sidekiq.Push(ctx, h.cfg.CallbackQueue, h.cfg.CallbackClass, []any{arg},
-					sidekiq.WithJID(callbackJID(delivery, i)))
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("pushing callback job: %w", err)
-			}
+			callbacks[i] = appendCallbackJob(make([]byte, 0, len(encoded[i])+256), h.cfg.CallbackQueue, h.cfg.CallbackClass,
+				callbackJID(delivery, i), now, job.JID, it.req.MaskID, it.req.MaskName, encoded[i])
 		}
 	}
-	if len(puts) == 0 && doneKey == "" {
-		return nil
-	}
+	attempt := 0
 	err := h.retry(ctx, func() error {
+		if attempt++; attempt > 1 && doneKey != "" {
+			// The last MULTI may have run with only its reply lost.
+			n, err := h.cfg.Redis.Exists(ctx, doneKey).Result()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+		}
 		var pipe redis.Pipeliner
 		if doneKey != "" {
 			pipe = h.cfg.Redis.TxPipeline()
@@ -487,6 +482,11 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 		}
 		if err := h.cfg.Cache.AddPuts(ctx, pipe, puts); err != nil {
 			return err
+		}
+		if len(callbacks) > 0 {
+			// What Sidekiq::Client.push does: register the queue, push the job.
+			pipe.SAdd(ctx, "queues", h.cfg.CallbackQueue)
+			pipe.LPush(ctx, sidekiq.QueueKey(h.cfg.CallbackQueue), callbacks...)
 		}
 		if replyTo != "" {
 			vals := make([]any, len(encoded))
@@ -503,7 +503,7 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("writing cache entries and replies: %w", err)
+		return fmt.Errorf("writing cache entries and write-back: %w", err)
 	}
 	return nil
 }
@@ -511,8 +511,8 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 // retry runs fn again while it fails because Redis is unreachable, with
 // capped exponential backoff, for at most RedisRetryFor: a short outage
 // (a Redis restart, a failover) then costs a delay instead of a failed
-// job. Every fn is idempotent, or nearly: a callback whose reply was lost
-// is pushed again under the same jid.
+// job. Every fn must be safe to run again after a failure whose effect is
+// unknown: lookups only read, and write checks its done marker first.
 func (h *Handler) retry(ctx context.Context, fn func() error) error {
 	err := fn()
 	if err == nil || !isConnError(err) || h.cfg.RedisRetryFor <= 0 {

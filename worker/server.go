@@ -42,7 +42,7 @@ type Config struct {
 	// PollInterval is how often an idle asynq processor looks for work
 	// (asynq polls; it has no blocking fetch). It bounds the latency a job
 	// waits when the pool was idle; the idle cost is about one Redis script
-	// call per PollInterval. Default: 5 ms.
+	// call per PollInterval. Default: 2 ms.
 	PollInterval time.Duration
 	// RescueInterval is how often asynq's archive is searched for tasks it
 	// archived only because their worker died (lease expired) with no
@@ -87,7 +87,7 @@ func (c Config) WithDefaults() Config {
 		c.RescueInterval = 30 * time.Second
 	}
 	if c.PollInterval == 0 {
-		c.PollInterval = 5 * time.Millisecond
+		c.PollInterval = 2 * time.Millisecond
 	}
 	if c.Identity == "" {
 		c.Identity = sidekiq.NewIdentity()
