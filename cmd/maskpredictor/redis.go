@@ -86,9 +86,14 @@ func redact(raw string) string {
 
 func redactErr(err error, raw string) string {
 	msg := err.Error()
-	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, "xxxxx")
+	// Find the userinfo by hand: raw may be too broken for url.Parse.
+	rest := raw
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		if c := strings.IndexByte(rest[:at], ':'); c >= 0 && c+1 < at {
+			msg = strings.ReplaceAll(msg, rest[c+1:at], "xxxxx")
 		}
 	}
 	return msg

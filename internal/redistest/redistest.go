@@ -10,8 +10,16 @@ package redistest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -33,6 +41,10 @@ type Options struct {
 	Persistent bool
 	// Private requires a server this test owns (no TEST_REDIS_URL).
 	Private bool
+	// TLS serves only TLS (rediss://) with a fresh self-signed certificate,
+	// as Heroku Redis does. Client trusts it; other clients must skip
+	// verification or trust CertFile.
+	TLS bool
 	// Args are extra redis-server arguments ("--maxmemory", "10mb", …).
 	Args []string
 }
@@ -46,6 +58,8 @@ type Server struct {
 	URL  string
 	// Dir is the server's working directory ("" for TEST_REDIS_URL).
 	Dir string
+	// CertFile is the server's self-signed certificate (PEM) with TLS.
+	CertFile string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -75,6 +89,11 @@ func Start(tb testing.TB, opts Options) *Server {
 		tb.Skip("redis-server not installed (set TEST_REDIS_URL to use another Redis)")
 	}
 	s := &Server{tb: tb, opts: opts, Dir: tb.TempDir()}
+	if opts.TLS {
+		if err := s.writeCert(); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
@@ -83,6 +102,9 @@ func Start(tb testing.TB, opts Options) *Server {
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.URL = "redis://" + s.Addr + "/0"
+		if opts.TLS {
+			s.URL = "rediss://" + s.Addr + "/0"
+		}
 		if lastErr = s.start(bin); lastErr == nil {
 			tb.Cleanup(s.stop)
 			return s
@@ -103,12 +125,17 @@ func freePort() (int, error) {
 
 func (s *Server) args() []string {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	a := []string{
-		"--port", port, "--bind", "127.0.0.1", "--dir", s.Dir,
+	a := []string{"--port", port}
+	if s.opts.TLS {
+		a = []string{"--port", "0", "--tls-port", port, "--tls-cert-file", s.CertFile,
+			"--tls-key-file", filepath.Join(s.Dir, "key.pem"), "--tls-auth-clients", "no"}
+	}
+	a = append(a,
+		"--bind", "127.0.0.1", "--dir", s.Dir,
 		"--save", "", "--daemonize", "no", "--loglevel", "warning",
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
 		"--maxmemory-policy", "noeviction",
-	}
+	)
 	if s.opts.Persistent {
 		a = append(a, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
@@ -129,7 +156,7 @@ func (s *Server) start(bin string) error {
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond, TLSConfig: s.tlsConfig()})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -160,9 +187,56 @@ func (s *Server) Client() *redis.Client {
 	if err != nil {
 		s.tb.Fatalf("parsing %s: %v", s.URL, err)
 	}
+	if o.TLSConfig != nil {
+		o.TLSConfig = s.tlsConfig()
+	}
 	c := redis.NewClient(o)
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// tlsConfig trusts the server's certificate (nil without TLS).
+func (s *Server) tlsConfig() *tls.Config {
+	if s.CertFile == "" {
+		return nil
+	}
+	certPEM, err := os.ReadFile(s.CertFile)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and its key.
+func (s *Server) writeCert() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "redistest"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	s.CertFile = filepath.Join(s.Dir, "cert.pem")
+	if err := os.WriteFile(s.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.Dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }
 
 // Stop shuts the server down (SIGTERM; Redis saves the AOF) and waits.
