@@ -45,12 +45,11 @@ func runLambda(ctx context.Context, args []string, sys IO) error {
 	if err != nil {
 		return err
 	}
-	live := predictor.NewLive(l.serving())
-	handler, err := lambdaHandler(live, lim, log)
+	handler, err := lambdaHandler(l.live, lim, log)
 	if err != nil {
 		return err
 	}
-	fields := []zap.Field{zap.String("model", l.source), zap.String("model_version", live.Version())}
+	fields := []zap.Field{zap.String("model", l.source), zap.String("model_version", l.live.Version())}
 	if l.fallback != "" {
 		fields = append(fields, zap.String("fallback_reason", l.fallback))
 	}

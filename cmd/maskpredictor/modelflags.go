@@ -38,6 +38,8 @@ type loaded struct {
 	// storeVersion is MODEL_URI's version (S3 ETag, file mtime) of the
 	// bytes loaded, so the hot reload does not fetch them again.
 	storeVersion string
+	// live holds p for the hot reload (loadFull); p is live then.
+	live *predictor.Live
 }
 
 // load returns the predictor the flags and environment ask for.
@@ -49,10 +51,11 @@ func (mf *modelFlags) load(ctx context.Context, sys IO, lim predictor.Limits) (n
 	return l.p, nil
 }
 
-// loadFull loads the model. An explicit --model that cannot load is an
+// loadStatic loads the model. An explicit --model that cannot load is an
 // error (the user asked for that file); MODEL_URI that cannot load, or a
 // broken embedded model, falls back to the rules with one warning.
-func (mf *modelFlags) loadFull(ctx context.Context, sys IO, lim predictor.Limits) (loaded, error) {
+// loadFull (live.go) puts the result in a predictor.Live.
+func (mf *modelFlags) loadStatic(ctx context.Context, sys IO, lim predictor.Limits) (loaded, error) {
 	rules := func(why string) loaded {
 		return loaded{p: predictor.DefaultRules(lim), source: "rules", fallback: why}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/reload"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
@@ -41,15 +43,18 @@ type modelReload struct {
 	done chan struct{}
 }
 
-// newModelReload builds the reload service for the model l that live serves.
+// newModelReload builds the reload service for the model l (from loadFull:
+// the reloader swaps models in l.live).
 func newModelReload(ctx context.Context, sys IO, mf *modelFlags, rf *reloadFlags, l loaded,
-	live *predictor.Live, lim predictor.Limits, log *zap.Logger) (*modelReload, error) {
+	lim predictor.Limits, log *zap.Logger) (*modelReload, error) {
 	if rf.poll < 0 {
 		return nil, fmt.Errorf("%w: --model-poll %v is negative", errUsage, rf.poll)
 	}
 	s := &modelReload{log: log}
 	var uri, source, current string
 	switch {
+	case l.live == nil:
+		return nil, errors.New("internal error: the hot reload needs a live model holder")
 	case mf.rules:
 		return s, nil
 	case mf.path != "":
@@ -69,7 +74,7 @@ func newModelReload(ctx context.Context, sys IO, mf *modelFlags, rf *reloadFlags
 		poll = -1 // reload.Config: no polling
 	}
 	s.r, err = reload.New(reload.Config{
-		Store: st, Live: live, Current: current, Source: source,
+		Store: st, Live: l.live, Current: current, Source: source,
 		Limits: lim, Poll: poll, Logger: log,
 	})
 	if err != nil {
@@ -81,6 +86,14 @@ func newModelReload(ctx context.Context, sys IO, mf *modelFlags, rf *reloadFlags
 // Reloader is the reloader (nil when the model does not come from a store),
 // for metrics.
 func (s *modelReload) Reloader() *reload.Reloader { return s.r }
+
+// registerMetrics adds the reloader's counters to the HTTP server's
+// /metrics (nothing when there is no reloader).
+func (s *modelReload) registerMetrics(m *httpapi.Metrics) {
+	if s.r != nil && m != nil {
+		m.Registry().MustRegister(reload.Collector(s.r))
+	}
+}
 
 func (s *modelReload) Name() string { return "model-reload" }
 

@@ -129,9 +129,9 @@ func startReload(t *testing.T, env map[string]string, poll time.Duration) (*pred
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := predictor.NewLive(l.serving())
+	live := l.live
 	core, logs := observer.New(zap.InfoLevel)
-	rs, err := newModelReload(ctx, sys, &mf, &reloadFlags{poll: poll}, l, live, predictor.Limits{}, zap.New(core))
+	rs, err := newModelReload(ctx, sys, &mf, &reloadFlags{poll: poll}, l, predictor.Limits{}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,10 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	if err != nil {
 		return err
 	}
+	rl, err := newModelReload(ctx, sys, &wf.model, &wf.reload, l, wf.limits, log)
+	if err != nil {
+		return err
+	}
 	var w *workerService
 	hs, err := newHTTPService(&hf, httpDeps{
 		model: l, redisOpt: opt, queues: splitQueues(wf.queues), limits: wf.limits, cacheTTL: wf.cacheTTL,
@@ -91,9 +95,10 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	if err != nil {
 		return err
 	}
-	if w, err = newWorkerService(ctx, sys, &wf, hs.metrics.TapJobLogs(log)); err != nil {
+	rl.registerMetrics(hs.metrics)
+	if w, err = newWorkerService(ctx, sys, &wf, l, hs.metrics.TapJobLogs(log)); err != nil {
 		hs.close()
 		return err
 	}
-	return runServices(ctx, log, wf.shutdownTimeout, w, hs)
+	return runServices(ctx, log, wf.shutdownTimeout, w, hs, rl)
 }

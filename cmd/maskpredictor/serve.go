@@ -291,10 +291,14 @@ type serveFlags struct {
 	queues          string
 	cacheTTL        time.Duration
 	shutdownTimeout time.Duration
+	reload          reloadFlags
 }
 
 func (sf *serveFlags) register(fs *flag.FlagSet, sys IO) error {
 	err := sf.http.register(fs, sys)
+	if e := sf.reload.register(fs, sys); err == nil {
+		err = e
+	}
 	shutdown, e := envDuration(sys, "SHUTDOWN_TIMEOUT", 25*time.Second)
 	if err == nil {
 		err = e
@@ -361,11 +365,16 @@ func runServe(ctx context.Context, args []string, sys IO) error {
 	if deps.model, err = sf.model.loadFull(ctx, sys, sf.limits); err != nil {
 		return err
 	}
+	rl, err := newModelReload(ctx, sys, &sf.model, &sf.reload, deps.model, sf.limits, log)
+	if err != nil {
+		return err
+	}
 	hs, err := newHTTPService(&sf.http, deps, log)
 	if err != nil {
 		return err
 	}
-	return runServices(ctx, log, sf.shutdownTimeout, hs)
+	rl.registerMetrics(hs.metrics)
+	return runServices(ctx, log, sf.shutdownTimeout, hs, rl)
 }
 
 // workerStats adapts the in-process worker's counters.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -28,7 +29,7 @@ type workerFlags struct {
 	shutdownTimeout time.Duration
 	cacheTTL        time.Duration
 	noScheduler     bool
-	pollInterval    time.Duration
+	reload          reloadFlags
 }
 
 func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
@@ -44,8 +45,7 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	ttl, e := envDuration(sys, "CACHE_TTL", 0)
 	env(e)
-	poll, e := envDuration(sys, "WORKER_POLL_INTERVAL", 2*time.Millisecond)
-	env(e)
+	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
 	wf.model.register(fs)
 	fs.IntVar(&wf.limits.MaxChars, "max-chars", predictor.DefaultLimits.MaxChars, "longest accepted name, in characters")
@@ -60,8 +60,6 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	fs.DurationVar(&wf.shutdownTimeout, "shutdown-timeout", shutdown,
 		"on SIGTERM, finish running jobs within this, then exit ($SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&wf.cacheTTL, "cache-ttl", ttl, "expiry of cache entries; 0 keeps them ($CACHE_TTL)")
-	fs.DurationVar(&wf.pollInterval, "poll-interval", poll,
-		"how often an idle worker looks for handed-over jobs; bounds their wait, costs one Redis call each ($WORKER_POLL_INTERVAL)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
 		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
 	return err
@@ -77,9 +75,9 @@ type workerService struct {
 	stopWait context.CancelFunc
 }
 
-// newWorkerService loads the model (falling back to the rules when it
-// cannot load) and builds the worker. Nothing touches Redis yet.
-func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, log *zap.Logger) (*workerService, error) {
+// newWorkerService builds the worker around the loaded model l (its
+// predictor.Live, which the reloader swaps). Nothing touches Redis yet.
+func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, log *zap.Logger) (*workerService, error) {
 	queues, err := sidekiq.ParseQueues(wf.queues)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --queues: %v", errUsage, err)
@@ -89,8 +87,6 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, log *zap.Log
 		return nil, fmt.Errorf("%w: --concurrency %d, want ≥ 1", errUsage, wf.concurrency)
 	case wf.shutdownTimeout < time.Second:
 		return nil, fmt.Errorf("%w: --shutdown-timeout %v, want ≥ 1s", errUsage, wf.shutdownTimeout)
-	case wf.pollInterval <= 0 || wf.pollInterval > 5*time.Second:
-		return nil, fmt.Errorf("%w: --poll-interval %v, want (0, 5s]", errUsage, wf.pollInterval)
 	case wf.cacheTTL < 0:
 		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
 	}
@@ -98,20 +94,10 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, log *zap.Log
 	if err != nil {
 		return nil, err
 	}
-	l, err := wf.model.loadFull(ctx, sys, wf.limits)
-	if err != nil {
-		return nil, err
+	if l.live == nil {
+		return nil, errors.New("internal error: the worker needs a live model holder")
 	}
-	var p worker.Predictor
-	if l.crf != nil {
-		p = worker.CRFPredictor(l.crf)
-	} else {
-		r, ok := l.p.(*predictor.Rules)
-		if !ok {
-			return nil, fmt.Errorf("internal error: fallback predictor is %T", l.p)
-		}
-		p = worker.RulesPredictor(r)
-	}
+	var p worker.Predictor = l.live
 	// One pool for the Sidekiq side (bridge, handler, cache, heartbeat) and
 	// one for asynq, so that neither starves the other.
 	rdb := newRedis(opt, wf.concurrency+10)
@@ -136,7 +122,6 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, log *zap.Log
 		Concurrency:      wf.concurrency,
 		ShutdownTimeout:  wf.shutdownTimeout,
 		DisableScheduler: wf.noScheduler,
-		PollInterval:     wf.pollInterval,
 		Logger:           log,
 	})
 	if err != nil {
@@ -199,9 +184,17 @@ func runWorker(ctx context.Context, args []string, sys IO) error {
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
-	w, err := newWorkerService(ctx, sys, &wf, log)
+	l, err := wf.model.loadFull(ctx, sys, wf.limits)
 	if err != nil {
 		return err
 	}
-	return runServices(ctx, log, wf.shutdownTimeout, w)
+	rl, err := newModelReload(ctx, sys, &wf.model, &wf.reload, l, wf.limits, log)
+	if err != nil {
+		return err
+	}
+	w, err := newWorkerService(ctx, sys, &wf, l, log)
+	if err != nil {
+		return err
+	}
+	return runServices(ctx, log, wf.shutdownTimeout, w, rl)
 }
