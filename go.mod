@@ -1,5 +1,8 @@
 module github.com/maskpredictor/maskpredictor
 
+// Heroku Go buildpack: build the binary (Procfile: maskpredictor run).
+// +heroku install ./cmd/maskpredictor
+
 go 1.26.0
 
 require (
