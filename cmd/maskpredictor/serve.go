@@ -138,6 +138,12 @@ func statusOf(l loaded) httpapi.StatusFunc {
 		Source() string
 		FallbackReason() string
 	}
+	if l.live != nil { // one snapshot: all fields from the same model, even across a reload
+		return func() httpapi.Status {
+			c := l.live.Current()
+			return httpapi.Status{ModelLoaded: c.ModelLoaded(), ModelVersion: c.Version(), ModelSource: c.Source(), FallbackReason: c.FallbackReason()}
+		}
+	}
 	if lv, ok := l.p.(live); ok {
 		return func() httpapi.Status {
 			return httpapi.Status{ModelLoaded: lv.ModelLoaded(), ModelVersion: l.p.Version(), ModelSource: lv.Source(), FallbackReason: lv.FallbackReason()}
