@@ -33,9 +33,11 @@ const DefaultCheckTimeout = 2 * time.Minute
 // ErrInvalidModel wraps every reason a fetched model is rejected.
 var ErrInvalidModel = errors.New("invalid model")
 
-// SampleNames are the names a new model must predict before it serves:
+// SampleNames returns the names a new model must predict before it serves:
 // common shapes, a long name, a single token, non-ASCII text.
-var SampleNames = []string{
+func SampleNames() []string { return slices.Clone(sampleNames[:]) }
+
+var sampleNames = [...]string{
 	"3M Aura 9205+ N95",
 	"3M 1860s",
 	"Zimi ZM9233",
@@ -69,7 +71,7 @@ type Config struct {
 	Poll time.Duration
 	// CheckTimeout bounds one check. Default DefaultCheckTimeout.
 	CheckTimeout time.Duration
-	// Samples must all predict for a model to be accepted. Default SampleNames.
+	// Samples must all predict for a model to be accepted. Default SampleNames().
 	Samples []string
 	// Logger gets one line per reload, rejection and store failure streak.
 	// Default: no-op.
@@ -185,7 +187,7 @@ func New(cfg Config) (*Reloader, error) {
 		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	if cfg.Samples == nil {
-		cfg.Samples = SampleNames
+		cfg.Samples = SampleNames()
 	}
 	if cfg.Source == "" {
 		cfg.Source = "MODEL_URI " + cfg.Store.URI()
@@ -400,10 +402,14 @@ func (r *Reloader) record(ev Event) {
 
 // Load parses model bytes in any format model.Read knows and validates the
 // result: every label must be one of the nine components, and every sample
-// name must predict without error, with a label per token and a confidence
-// in [0, 1]. Errors wrap ErrInvalidModel. On a validation failure the CRF is
-// returned too (its version names the rejected model).
+// name (nil: SampleNames()) must predict without error, with a label per
+// token and a confidence in [0, 1]. Errors wrap ErrInvalidModel. On a
+// validation failure the CRF is returned too (its version names the
+// rejected model).
 func Load(data []byte, lim predictor.Limits, samples []string) (*predictor.CRF, error) {
+	if samples == nil {
+		samples = SampleNames()
+	}
 	m, err := model.Read(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidModel, err)

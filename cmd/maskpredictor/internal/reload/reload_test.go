@@ -406,7 +406,7 @@ func TestValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := reload.Validate(c, reload.SampleNames); !errors.Is(err, reload.ErrInvalidModel) {
+	if err := reload.Validate(c, reload.SampleNames()); !errors.Is(err, reload.ErrInvalidModel) {
 		t.Fatalf("overflowing weights validated: %v", err)
 	}
 	// A sample that cannot predict rejects the model.
