@@ -29,6 +29,7 @@ type workerFlags struct {
 	shutdownTimeout time.Duration
 	cacheTTL        time.Duration
 	noScheduler     bool
+	pollInterval    time.Duration
 	reload          reloadFlags
 }
 
@@ -45,6 +46,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	ttl, e := envDuration(sys, "CACHE_TTL", 0)
 	env(e)
+	poll, e := envDuration(sys, "WORKER_POLL_INTERVAL", 2*time.Millisecond)
+	env(e)
 	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
 	wf.model.register(fs)
@@ -60,6 +63,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	fs.DurationVar(&wf.shutdownTimeout, "shutdown-timeout", shutdown,
 		"on SIGTERM, finish running jobs within this, then exit ($SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&wf.cacheTTL, "cache-ttl", ttl, "expiry of cache entries; 0 keeps them ($CACHE_TTL)")
+	fs.DurationVar(&wf.pollInterval, "poll-interval", poll,
+		"how often an idle worker looks for handed-over jobs; bounds their wait, costs one Redis call each ($WORKER_POLL_INTERVAL)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
 		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
 	return err
@@ -87,6 +92,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		return nil, fmt.Errorf("%w: --concurrency %d, want ≥ 1", errUsage, wf.concurrency)
 	case wf.shutdownTimeout < time.Second:
 		return nil, fmt.Errorf("%w: --shutdown-timeout %v, want ≥ 1s", errUsage, wf.shutdownTimeout)
+	case wf.pollInterval <= 0 || wf.pollInterval > 5*time.Second:
+		return nil, fmt.Errorf("%w: --poll-interval %v, want (0, 5s]", errUsage, wf.pollInterval)
 	case wf.cacheTTL < 0:
 		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
 	}
@@ -122,6 +129,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		Concurrency:      wf.concurrency,
 		ShutdownTimeout:  wf.shutdownTimeout,
 		DisableScheduler: wf.noScheduler,
+		PollInterval:     wf.pollInterval,
 		Logger:           log,
 	})
 	if err != nil {
