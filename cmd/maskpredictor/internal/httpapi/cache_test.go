@@ -299,7 +299,7 @@ func TestMemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMetrics(MetricsConfig{})
-	e, err := NewEngine(EngineConfig{Predictor: crf(t), Cache: c, Metrics: m, MemoSize: 2, MemoTTL: 300 * time.Millisecond})
+	e, err := NewEngine(EngineConfig{Predictor: crf(t), Cache: c, Metrics: m, MemoSize: 2, MemoTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func TestMemo(t *testing.T) {
 		t.Error("memo hit wrote to Redis")
 	}
 	// …and after it Redis is asked again (a miss now: predicted and stored).
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	if _, err := e.Predict(ctx, "3M 1860s"); err != nil {
 		t.Fatal(err)
 	}
