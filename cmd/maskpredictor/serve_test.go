@@ -276,3 +276,62 @@ func TestRunWorkerAndHTTP(t *testing.T) {
 		t.Error("worker not shut down")
 	}
 }
+
+// TestServeGracefulShutdown: a request in flight when SIGTERM arrives is
+// answered; the process then exits 0.
+func TestServeGracefulShutdown(t *testing.T) {
+	r := startCmd(t, nil, "serve", "--addr", "127.0.0.1:0")
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest("POST", r.base+"/predict", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		res <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	if _, err := io.WriteString(pw, `{"mask_name":"3M Aura`); err != nil { // half the body: the request is in flight
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	exited := make(chan int, 1)
+	go func() { exited <- r.stop(t) }()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case code := <-exited:
+		t.Fatalf("exited (%d) with a request in flight", code)
+	default:
+	}
+	if _, err := io.WriteString(pw, ` 9205+ N95"}`); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	got := <-res
+	if got.err != nil || got.code != 200 || !strings.Contains(got.body, `"mask_name":"3M Aura 9205+ N95"`) {
+		t.Fatalf("in-flight request: %+v", got)
+	}
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Errorf("exit %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after the last request")
+	}
+	// New connections are refused once it is down.
+	if _, err := http.Get(r.base + "/health"); err == nil {
+		t.Error("still serving after shutdown")
+	}
+}
