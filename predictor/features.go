@@ -74,16 +74,12 @@ func (e emitter) flag(k int, b bool) {
 }
 
 // str emits "name:value" with value 1.
-func (e emitter) str(name string, value []byte) {
-	b := append(e.sc.buf[:0], name...)
-	b = append(b, ':')
-	b = append(b, value...)
-	e.sc.buf = b
-	e.sink.Attr(b, 1)
-}
+func (e emitter) str(name string, value []byte) { emitKV(e, name, value) }
 
 // strS is str for a string value.
-func (e emitter) strS(name, value string) {
+func (e emitter) strS(name, value string) { emitKV(e, name, value) }
+
+func emitKV[T string | []byte](e emitter, name string, value T) {
 	b := append(e.sc.buf[:0], name...)
 	b = append(b, ':')
 	b = append(b, value...)

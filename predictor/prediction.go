@@ -88,39 +88,13 @@ func (p *Prediction) AppendJSON(b []byte) []byte {
 		if k > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, l)
-		b = append(b, ":["...)
-		first := true
-		for i, t := range p.Tokens {
-			if p.Labels[i] == l {
-				if !first {
-					b = append(b, ',')
-				}
-				first = false
-				b = appendString(b, t)
-			}
-		}
-		b = append(b, ']')
+		b = p.appendComponent(b, l)
 	}
 	// labels outside the nine (a custom model) still get their component
 	for i, l := range p.Labels {
-		if isComponent(l) || seenBefore(p.Labels[:i], l) {
-			continue
+		if !isComponent(l) && !seenBefore(p.Labels[:i], l) {
+			b = p.appendComponent(append(b, ','), l)
 		}
-		b = append(b, ',')
-		b = appendString(b, l)
-		b = append(b, ":["...)
-		first := true
-		for j, t := range p.Tokens {
-			if p.Labels[j] == l {
-				if !first {
-					b = append(b, ',')
-				}
-				first = false
-				b = appendString(b, t)
-			}
-		}
-		b = append(b, ']')
 	}
 	b = append(b, `},"confidence":`...)
 	b = appendFloat(b, p.Confidence)
@@ -180,6 +154,23 @@ func (p *Prediction) AppendJSON(b []byte) []byte {
 		b = append(b, ']')
 	}
 	return append(b, '}')
+}
+
+// appendComponent writes "label":[tokens with that label].
+func (p *Prediction) appendComponent(b []byte, label string) []byte {
+	b = appendString(b, label)
+	b = append(b, ":["...)
+	first := true
+	for i, t := range p.Tokens {
+		if p.Labels[i] == label {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendString(b, t)
+		}
+	}
+	return append(b, ']')
 }
 
 func isComponent(l string) bool {
