@@ -167,10 +167,21 @@ func (e *Engine) cacheFailed(err error, op string, n int) {
 	}
 }
 
+// pin returns the predictor to use for one request. A holder swapped by hot
+// reload (predictor.Live) is asked once, so the cache check and every name
+// of a batch use the same model, and one answer never carries two versions.
+func (e *Engine) pin() Predictor {
+	if l, ok := e.cfg.Predictor.(*predictor.Live); ok {
+		return l.Current()
+	}
+	return e.cfg.Predictor
+}
+
 // Predict answers one name.
 func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Prediction, error) {
+	pr := e.pin()
 	if !e.cacheUsable(time.Now()) {
-		return e.predict(name, "", -1)
+		return e.predict(pr, name, "", -1)
 	}
 	toks, err := e.cfg.Limits.Check(name)
 	if err != nil {
@@ -178,9 +189,9 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 	}
 	norm := predictor.Normalize(name)
 	if norm == "" { // every token vanished under NFKC: no cache entry
-		return e.predict(name, norm, -1)
+		return e.predict(pr, name, norm, -1)
 	}
-	version := e.cfg.Predictor.Version()
+	version := pr.Version()
 	now := time.Now()
 	if m := e.memo.get(norm, version, now); m != nil {
 		if ans, ok := cache.Answer(m, name, norm, toks); ok {
@@ -204,7 +215,7 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 	if m := e.cfg.Metrics; m != nil && err == nil {
 		m.cacheMissHTTP.Add(1)
 	}
-	p, perr := e.predict(name, norm, -1)
+	p, perr := e.predict(pr, name, norm, -1)
 	if perr != nil {
 		return nil, perr
 	}
@@ -222,9 +233,9 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 
 // predict runs the predictor on name (index i of a batch, -1 alone).
 // norm is the normalized name when already known.
-func (e *Engine) predict(name, norm string, i int) (*predictor.Prediction, error) {
+func (e *Engine) predict(pr Predictor, name, norm string, i int) (*predictor.Prediction, error) {
 	start := time.Now()
-	p, err := e.cfg.Predictor.PredictWith(name, predictor.Options{})
+	p, err := pr.PredictWith(name, predictor.Options{})
 	if err != nil {
 		return nil, nameErr(err, i)
 	}
@@ -266,9 +277,10 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 	if len(names) == 0 {
 		return out, nil
 	}
+	pr := e.pin()
 	if !e.cacheUsable(time.Now()) {
 		for i, n := range names {
-			p, err := e.predict(n, "", i)
+			p, err := e.predict(pr, n, "", i)
 			if err != nil {
 				return nil, err
 			}
@@ -292,7 +304,7 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 			idx = append(idx, i)
 		}
 	}
-	version := e.cfg.Predictor.Version()
+	version := pr.Version()
 	now := time.Now()
 	if e.memo != nil {
 		k := 0
@@ -339,7 +351,7 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 		if m := e.cfg.Metrics; m != nil && err == nil {
 			m.cacheMissHTTP.Add(1)
 		}
-		p, perr := e.predict(n, norms[i], i)
+		p, perr := e.predict(pr, n, norms[i], i)
 		if perr != nil {
 			return nil, perr
 		}
