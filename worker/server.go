@@ -46,7 +46,7 @@ type Config struct {
 	PollInterval time.Duration
 	// RescueInterval is how often asynq's archive is searched for tasks it
 	// archived only because their worker died (lease expired) with no
-	// retry left; they are run again. Default: 30 s.
+	// retry left; they are run again. Default: 10 s.
 	RescueInterval time.Duration
 
 	// Identity names this process on Sidekiq's Busy page and its bridge
@@ -84,7 +84,7 @@ func (c Config) WithDefaults() Config {
 		c.ShutdownTimeout = 25 * time.Second
 	}
 	if c.RescueInterval == 0 {
-		c.RescueInterval = 30 * time.Second
+		c.RescueInterval = 10 * time.Second
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 2 * time.Millisecond
