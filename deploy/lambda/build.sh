@@ -36,10 +36,10 @@ if [ -n "${MODEL:-}" ]; then
 fi
 
 rm -f "$zipfile"
-if command -v zip >/dev/null 2>&1; then
-  (cd "$work" && zip -q -X -9 "$zipfile" "${files[@]}")
-else # zip(1) missing: Python's zipfile keeps the mode bits too
-  (cd "$work" && python3 -m zipfile -c "$zipfile" "${files[@]}")
+if ! command -v zip >/dev/null 2>&1; then
+  echo "lambda: zip(1) is required (apt-get install zip / brew install zip)" >&2
+  exit 1
 fi
+(cd "$work" && zip -q -X -9 "$zipfile" "${files[@]}")
 echo "lambda: wrote $zipfile ($(du -h "$zipfile" | cut -f1))" >&2
 echo "$zipfile"
