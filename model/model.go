@@ -82,6 +82,11 @@ type Model struct {
 	trans []float64
 	meta  Meta
 
+	// expTrans[i*L+j] = exp(trans[i*L+j] − maxTrans), computed once: the
+	// forward-backward pass needs it for every sequence.
+	expTrans []float64
+	maxTrans float64
+
 	pool sync.Pool
 }
 
@@ -131,6 +136,14 @@ func New(labels, attrs []string, state, trans []float64, meta Meta) (*Model, err
 		if math.IsNaN(w) || math.IsInf(w, 0) {
 			return nil, fmt.Errorf("%w: transition weight %s→%s is %v", ErrFormat, m.labels[i/L], m.labels[i%L], w)
 		}
+	}
+	m.maxTrans = math.Inf(-1)
+	for _, w := range m.trans {
+		m.maxTrans = max(m.maxTrans, w)
+	}
+	m.expTrans = make([]float64, len(m.trans))
+	for k, w := range m.trans {
+		m.expTrans[k] = math.Exp(w - m.maxTrans)
 	}
 	m.pool.New = func() any { return newTagger(m) }
 	return m, nil

@@ -24,7 +24,7 @@ type Tagger struct {
 	// forward-backward, computed lazily
 	fbDone   bool
 	expState []float64 // T×L
-	expTrans []float64 // L×L
+	expTrans []float64 // L×L, the model's (shared, read-only)
 	alpha    []float64
 	beta     []float64
 	scale    []float64
@@ -36,7 +36,7 @@ type Tagger struct {
 
 func newTagger(m *Model) *Tagger {
 	L := len(m.labels)
-	t := &Tagger{m: m, expTrans: make([]float64, L*L), row: make([]float64, L)}
+	t := &Tagger{m: m, expTrans: m.expTrans, row: make([]float64, L)}
 	// exp(w − max w) keeps every factor ≤ 1 so long sequences and large
 	// weights cannot overflow; the shift is added back into log Z.
 	return t
@@ -238,15 +238,7 @@ func (tg *Tagger) forwardBackward() {
 		return
 	}
 	T, L := tg.T, len(tg.m.labels)
-	shift := 0.0
-	maxTrans := math.Inf(-1)
-	for _, w := range tg.m.trans {
-		maxTrans = max(maxTrans, w)
-	}
-	for k, w := range tg.m.trans {
-		tg.expTrans[k] = math.Exp(w - maxTrans)
-	}
-	shift += float64(T-1) * maxTrans
+	shift := float64(T-1) * tg.m.maxTrans
 	for t := 0; t < T; t++ {
 		row := tg.state[t*L : t*L+L]
 		m := row[0]
