@@ -172,8 +172,12 @@ func (l *Lookup) Result(wantVersion string) ([]*predictor.Prediction, error) {
 }
 
 func (c *Cache) decode(normalized string, b []byte, wantVersion string) (*predictor.Prediction, bool) {
-	p := new(predictor.Prediction)
-	if err := p.UnmarshalJSON(b); err != nil {
+	p, err := decodeFast(b)
+	if err != nil {
+		p = new(predictor.Prediction)
+		err = p.UnmarshalJSON(b)
+	}
+	if err != nil {
 		c.cfg.Logger.Warn("undecodable cache entry treated as a miss",
 			zap.String("key", c.Key(normalized)), zap.Error(err))
 		return nil, false

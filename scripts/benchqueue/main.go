@@ -61,17 +61,38 @@ func main() {
 	}
 }
 
+// redisStats reads Redis' own CPU time and command count.
+func redisStats(ctx context.Context, rdb *redis.Client) (cpu time.Duration, cmds int64) {
+	info := rdb.Info(ctx, "cpu", "stats").Val()
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "used_cpu_sys", "used_cpu_user":
+			f, _ := strconv.ParseFloat(v, 64)
+			cpu += time.Duration(f * float64(time.Second))
+		case "total_commands_processed":
+			cmds, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return cpu, cmds
+}
+
 type result struct {
-	what         string
-	jobs         int
-	firstToLast  time.Duration
-	startToLast  time.Duration
-	rssPeakKB    int64
-	cpu          time.Duration
-	extra        string
-	latencies    []time.Duration
-	lost         int
-	redisCPUUsed time.Duration
+	what        string
+	jobs        int
+	firstToLast time.Duration
+	startToLast time.Duration
+	rssPeakKB   int64
+	cpu         time.Duration
+	extra       string
+	latencies   []time.Duration
+	lost        int
+	redisCPU    time.Duration
+	redisCmds   int64
 }
 
 func (r result) rate() float64 { return float64(r.jobs) / r.firstToLast.Seconds() }
@@ -111,9 +132,9 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.what, err)
 		}
-		fmt.Fprintf(os.Stderr, "  %-58s %8.0f jobs/s  (%v first→last, %v incl. start)  peak RSS %.1f MB  CPU %v%s\n",
+		fmt.Fprintf(os.Stderr, "  %-58s %8.0f jobs/s  (%v first→last, %v incl. start)  peak RSS %.1f MB  CPU %v  Redis %.0f µs, %.1f commands per job\n",
 			r.what, r.rate(), r.firstToLast.Round(time.Millisecond), r.startToLast.Round(time.Millisecond),
-			float64(r.rssPeakKB)/1024, r.cpu.Round(10*time.Millisecond), r.extra)
+			float64(r.rssPeakKB)/1024, r.cpu.Round(10*time.Millisecond), perJobMicros(r.redisCPU, r.jobs), float64(r.redisCmds)/float64(r.jobs))
 		results = append(results, r)
 		return nil
 	}
@@ -371,6 +392,7 @@ func goDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what strin
 	if got := rdb.LLen(ctx, sidekiq.QueueKey(sidekiq.DefaultQueue)).Val(); got != int64(len(names)) {
 		return r, fmt.Errorf("pre-filled %d jobs, want %d", got, len(names))
 	}
+	rcpu0, rcmd0 := redisStats(ctx, rdb)
 	start := time.Now()
 	p, err := startProc("worker-drain.log", []string{"REDIS_URL=" + rs.url()}, *bin, workerCmd()...)
 	if err != nil {
@@ -382,6 +404,8 @@ func goDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what strin
 		func() bool { return rdb.LLen(ctx, "queue:default").Val() > 0 },
 		func() bool { return rdb.LLen(ctx, "queue:default").Val() >= want })
 	m.what, m.jobs = what, len(names)
+	rcpu1, rcmd1 := redisStats(ctx, rdb)
+	m.redisCPU, m.redisCmds = rcpu1-rcpu0, rcmd1-rcmd0
 	return m, err
 }
 
@@ -402,6 +426,7 @@ func rubyDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what, cl
 		return r, fmt.Errorf("pre-filled %d jobs, want %d", got, want)
 	}
 	jobrb, _ := filepath.Abs(filepath.Join(*scripts, "job.rb"))
+	rcpu0, rcmd0 := redisStats(ctx, rdb)
 	start := time.Now()
 	p, err := startProc("sidekiq-"+class+".log", []string{"REDIS_URL=" + rs.url()}, "sidekiq",
 		"-r", jobrb, "-c", strconv.Itoa(*concurrency), "-q", "bench")
@@ -421,6 +446,8 @@ func rubyDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what, cl
 	}
 	m, err := measure(p, start, first, done)
 	m.what, m.jobs = what, len(names)
+	rcpu1, rcmd1 := redisStats(ctx, rdb)
+	m.redisCPU, m.redisCmds = rcpu1-rcpu0, rcmd1-rcmd0
 	return m, err
 }
 
@@ -516,6 +543,13 @@ func latencyRun(ctx context.Context, rs *redisServer, rdb *redis.Client, names [
 	return r, nil
 }
 
+func perJobMicros(d time.Duration, jobs int) float64 {
+	if jobs == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(jobs)
+}
+
 func pct(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
@@ -526,11 +560,12 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 
 func printMarkdown(rs []result, lat result) {
 	fmt.Printf("Drains of %d pre-filled jobs, concurrency %d (jobs/s from the first job done to the last):\n\n", *n, *concurrency)
-	fmt.Println("| run | jobs/s | first→last | incl. process start | peak RSS | CPU |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| run | jobs/s | first→last | incl. process start | peak RSS | process CPU per job | Redis CPU per job | Redis commands per job |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
-		fmt.Printf("| %s | **%.0f** | %.2f s | %.2f s | %.1f MB | %.1f s |\n", r.what, r.rate(),
-			r.firstToLast.Seconds(), r.startToLast.Seconds(), float64(r.rssPeakKB)/1024, r.cpu.Seconds())
+		fmt.Printf("| %s | **%.0f** | %.2f s | %.2f s | %.1f MB | %.0f µs | %.0f µs | %.1f |\n", r.what, r.rate(),
+			r.firstToLast.Seconds(), r.startToLast.Seconds(), float64(r.rssPeakKB)/1024,
+			perJobMicros(r.cpu, r.jobs), perJobMicros(r.redisCPU, r.jobs), float64(r.redisCmds)/float64(r.jobs))
 	}
 	fmt.Printf("\nLatency from Sidekiq::Client-style push to the cache entry's SET, %d jobs at %d jobs/s (distinct names):\n\n", lat.jobs, *rate)
 	fmt.Println("| p50 | p90 | p99 | p99.9 | max | lost | peak RSS | worker CPU |")
