@@ -644,6 +644,10 @@ func (b *Bridge) fetch(q string) {
 		}
 		res, err := moveScript.Run(ctx, b.rdb, []string{b.keyAlive(b.cfg.Identity), QueueKey(q), inflight}, min(budget, int64(b.cfg.BatchSize))).Slice()
 		if err != nil {
+			// Redis may have run the script and lost only the reply (a
+			// restart, a dropped connection): the moved jobs are then in our
+			// in-flight list, so look there before fetching again.
+			retryInflight = true
 			if !fail("moving jobs out of "+QueueKey(q), err) {
 				return
 			}
