@@ -20,7 +20,7 @@ func runEnqueue(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("enqueue", sys)
 	var rf redisFlags
 	rf.register(fs)
-	queue := fs.String("queue", envString(sys, "WORKER_QUEUES", sidekiq.DefaultQueue), "Sidekiq queue to push to")
+	queue := fs.String("queue", "", "Sidekiq queue to push to (default: the first of $WORKER_QUEUES, else "+sidekiq.DefaultQueue+")")
 	class := fs.String("class", "MaskPredictionJob", "Sidekiq job class written in the payload")
 	wait := fs.Bool("wait", false, "wait for the predictions (via reply_to) and print them, one JSON per line")
 	timeout := fs.Duration("timeout", 30*time.Second, "with --wait: how long to wait for all replies")
@@ -33,7 +33,16 @@ func runEnqueue(ctx context.Context, args []string, sys IO) error {
 	if len(names) == 0 {
 		return fmt.Errorf("%w: no mask names given", errUsage)
 	}
-	if q, err := sidekiq.ParseQueues(*queue); err != nil || len(q) != 1 {
+	if *queue == "" {
+		// The worker's queue list may carry weights ("a:3,b:1"): push to
+		// the first queue's name, which the worker reads.
+		qs, err := sidekiq.ParseQueues(envString(sys, "WORKER_QUEUES", sidekiq.DefaultQueue))
+		if err != nil {
+			return fmt.Errorf("%w: WORKER_QUEUES: %v", errUsage, err)
+		}
+		*queue = qs[0].Name
+	}
+	if q, err := sidekiq.ParseQueues(*queue); err != nil || len(q) != 1 || q[0].Name != *queue {
 		return fmt.Errorf("%w: --queue %q: want one queue name", errUsage, *queue)
 	}
 	log := logger(sys)

@@ -28,18 +28,32 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // parseInterspersed parses flags that may come before, between or after the
-// positional arguments, and returns the positional ones.
+// positional arguments, and returns the positional ones. Everything after
+// "--" is positional, so a name may start with '-'.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
+	for len(args) > 0 {
+		// Parse only up to a "--": flag.Parse would consume it, and the
+		// next round would take what follows for flags again.
+		end := len(args)
+		for i, a := range args {
+			if a == "--" {
+				end = i
+				break
+			}
+		}
+		if err := parseFlags(fs, args[:end]); err != nil {
 			return nil, err
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		if len(rest) == 0 { // every flag before "--" (or the end) consumed
+			if end < len(args) {
+				pos = append(pos, args[end+1:]...)
+			}
 			return pos, nil
 		}
-		pos = append(pos, args[0])
-		args = args[1:]
+		pos = append(pos, rest[0])
+		args = append(append([]string(nil), rest[1:]...), args[end:]...)
 	}
+	return pos, nil
 }

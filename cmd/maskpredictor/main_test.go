@@ -224,3 +224,17 @@ func TestTrainBadData(t *testing.T) {
 		}
 	}
 }
+
+func TestDoubleDashNames(t *testing.T) {
+	code, out, errs := runMain(t, nil, "", "predict", "--rules", "--", "-3M Aura", "--x")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := decodeLines(t, out)
+	if len(lines) != 2 || lines[0]["mask_name"] != "-3M Aura" || lines[1]["mask_name"] != "--x" {
+		t.Fatalf("%s", out)
+	}
+	if code, _, _ := runMain(t, nil, "", "model", "info", "--top", "-1", "default"); code != 2 {
+		t.Fatalf("model info --top -1: exit %d, want 2", code)
+	}
+}

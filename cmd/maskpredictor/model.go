@@ -50,6 +50,9 @@ func runModelInfo(_ context.Context, args []string, sys IO) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: model info [--top N] [--json] PATH (or 'default')", errUsage)
 	}
+	if *top < 0 {
+		return fmt.Errorf("%w: --top %d must not be negative", errUsage, *top)
+	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
 		return fmt.Errorf("loading %s: %w", pos[0], err)

@@ -91,8 +91,10 @@ func TestWorkerAndEnqueue(t *testing.T) {
 		t.Errorf("stderr of enqueue --wait: %q", errOut)
 	}
 
-	// Without --wait: the jids; the cache entry appears.
-	code, out, errOut = runMain(t, env, "", "enqueue", "Honeywell DF300")
+	// Without --wait: the jids; the cache entry appears. WORKER_QUEUES with
+	// weights (shared with the worker's env) still pushes to a queue it reads.
+	wenv := map[string]string{"REDIS_URL": rs.URL, "WORKER_QUEUES": "mask_predictions:2,other:1"}
+	code, out, errOut = runMain(t, wenv, "", "enqueue", "Honeywell DF300")
 	if code != 0 || !regexp.MustCompile(`^[0-9a-f]{24}\n$`).MatchString(out) {
 		t.Fatalf("enqueue: exit %d, stdout %q\n%s", code, out, errOut)
 	}
