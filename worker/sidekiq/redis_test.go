@@ -17,9 +17,9 @@ import (
 )
 
 // The tests run against a real redis-server: a private one this package starts on a free
-// port (no persistence, in a temporary directory, killed at the end), or the one REDIS_URL
-// names. Every test flushes the database first, so never point REDIS_URL at a Redis whose
-// data matters.
+// port (no persistence, in a temporary directory, killed at the end), or the one
+// TEST_REDIS_URL names (not REDIS_URL: a developer's app Redis must never be flushed by a
+// test run). Every test flushes the database first.
 var (
 	testRedisURL string
 	testRedisErr error
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	if url := os.Getenv("REDIS_URL"); url != "" {
+	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
 		testRedisURL = url
 	} else {
 		srv, err := startRedisServer("")
@@ -124,11 +124,16 @@ func freeAddr() (string, error) {
 func newTestRedis(t testing.TB) *redis.Client {
 	t.Helper()
 	if testRedisErr != nil {
-		t.Skipf("no Redis for this test: %v", testRedisErr)
+		// Skip only where redis-server is not installed at all; a server
+		// that is installed but failed to start is a failure, not a skip.
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			t.Skipf("no Redis for this test: %v", testRedisErr)
+		}
+		t.Fatalf("redis-server is installed but the test server did not start: %v", testRedisErr)
 	}
 	opt, err := redis.ParseURL(testRedisURL)
 	if err != nil {
-		t.Fatalf("REDIS_URL: %v", err)
+		t.Fatalf("TEST_REDIS_URL: %v", err)
 	}
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
