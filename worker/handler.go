@@ -347,21 +347,24 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 		doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
 	}
 
-	if err := h.retry(ctx, func() error { return h.lookup(ctx, items, doneKey, info) }); err != nil {
+	// One model for the whole job, even if a hot reload swaps it meanwhile:
+	// the cache check and every prediction of a batch use the same one.
+	pr := h.pin()
+	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, items, doneKey, info) }); err != nil {
 		return err
 	}
 	if info.duplicate {
 		return nil
 	}
 
-	version := h.cfg.Predictor.Version()
+	version := pr.Version()
 	var puts []cache.Entry
 	for i := range items {
 		it := &items[i]
 		if it.hit {
 			continue
 		}
-		p, err := h.cfg.Predictor.PredictTokens(it.req.MaskName, it.toks)
+		p, err := pr.PredictTokens(it.req.MaskName, it.toks)
 		if err != nil {
 			return poisonf("predicting %q: %w", abbrev(it.req.MaskName), err)
 		}
@@ -380,7 +383,16 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	return h.write(ctx, job, items, puts, replyTo, doneKey)
 }
 
-func (h *Handler) lookup(ctx context.Context, items []item, doneKey string, info *jobInfo) error {
+// pin returns the predictor for one job: a holder swapped by hot reload
+// (predictor.Live) is asked once.
+func (h *Handler) pin() Predictor {
+	if l, ok := h.cfg.Predictor.(*predictor.Live); ok {
+		return l.Current()
+	}
+	return h.cfg.Predictor
+}
+
+func (h *Handler) lookup(ctx context.Context, pr Predictor, items []item, doneKey string, info *jobInfo) error {
 	norms := make([]string, 0, len(items))
 	idx := make([]int, 0, len(items))
 	for i, it := range items {
@@ -409,7 +421,7 @@ func (h *Handler) lookup(ctx context.Context, items []item, doneKey string, info
 		info.duplicate = true
 		return nil
 	}
-	cached, err := l.Result(h.cfg.Predictor.Version())
+	cached, err := l.Result(pr.Version())
 	if err != nil {
 		return err
 	}
