@@ -262,7 +262,14 @@ func (hs *httpService) Addr() string {
 
 // Shutdown stops accepting, lets requests in flight finish within ctx,
 // then closes what the server owns.
+// httpShutdownBudget caps the wait for requests in flight, so that in `run`
+// a slow client cannot use up the time the worker needs to finish or return
+// its jobs (the worker shuts down after HTTP).
+const httpShutdownBudget = 5 * time.Second
+
 func (hs *httpService) Shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, httpShutdownBudget)
+	defer cancel()
 	err := hs.srv.Shutdown(ctx)
 	if err != nil {
 		err = errors.Join(fmt.Errorf("http shutdown: %w", err), hs.srv.Close())
