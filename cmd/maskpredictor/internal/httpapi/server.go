@@ -128,8 +128,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		code = s.get(w, r, func(w http.ResponseWriter, r *http.Request) int {
-			s.metrics.ServeHTTP(w, r)
-			return http.StatusOK
+			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+			s.metrics.ServeHTTP(sw, r) // answers 401 itself on a wrong token
+			return sw.code
 		})
 	case "/admin":
 		route = routeAdmin
