@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -13,13 +14,19 @@ import (
 // terminal, JSON otherwise). Only cmd decides how logs look; libraries get
 // the *zap.Logger.
 func logger(sys IO) *zap.Logger {
+	var warnings []string
 	level := zapcore.InfoLevel
 	if s := sys.Env("LOG_LEVEL"); s != "" {
 		if err := level.UnmarshalText([]byte(strings.ToLower(s))); err != nil {
 			level = zapcore.InfoLevel
+			warnings = append(warnings, "LOG_LEVEL "+strconv.Quote(s)+" is not debug, info, warn or error; using info")
 		}
 	}
 	format := strings.ToLower(sys.Env("LOG_FORMAT"))
+	if format != "" && format != "json" && format != "console" {
+		warnings = append(warnings, "LOG_FORMAT "+strconv.Quote(format)+" is not json or console; using the default")
+		format = ""
+	}
 	if format == "" {
 		format = "json"
 		if isTerminal(sys.Stderr) {
@@ -43,5 +50,9 @@ func logger(sys IO) *zap.Logger {
 	if f, ok := sys.Stderr.(*os.File); ok {
 		ws = zapcore.Lock(f)
 	}
-	return zap.New(zapcore.NewCore(enc, ws, level))
+	log := zap.New(zapcore.NewCore(enc, ws, level))
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	return log
 }
