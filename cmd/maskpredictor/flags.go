@@ -57,3 +57,20 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 	return pos, nil
 }
+
+// parseNoArgs parses the flags of a command that takes no positional
+// arguments (the services). envErr is an error found while reading the
+// environment into flag defaults; it is reported after a successful parse,
+// so -h still works with a bad environment.
+func parseNoArgs(fs *flag.FlagSet, args []string, envErr error) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if envErr != nil {
+		return envErr
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return nil
+}

@@ -63,14 +63,8 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	if err := hf.register(fs, sys); envErr == nil {
 		envErr = err
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, envErr); err != nil {
 		return err
-	}
-	if envErr != nil {
-		return envErr
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr

@@ -347,14 +347,8 @@ func runServe(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("serve", sys)
 	var sf serveFlags
 	envErr := sf.register(fs, sys)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, envErr); err != nil {
 		return err
-	}
-	if envErr != nil {
-		return envErr
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	switch {
 	case sf.shutdownTimeout < time.Second:

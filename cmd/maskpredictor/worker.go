@@ -181,14 +181,8 @@ func runWorker(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("worker", sys)
 	var wf workerFlags
 	envErr := wf.register(fs, sys)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, envErr); err != nil {
 		return err
-	}
-	if envErr != nil {
-		return envErr
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
