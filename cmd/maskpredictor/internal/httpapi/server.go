@@ -332,7 +332,7 @@ func (s *Server) handlePredict(ctx context.Context, w http.ResponseWriter, body 
 	if err := decodeObject(body, &req, msgNameRequired); err != nil {
 		return s.writeErr(w, err)
 	}
-	if len(req.MaskName) == 0 {
+	if len(req.MaskName) == 0 || string(req.MaskName) == "null" { // Flask: data.get('mask_name') is None
 		return WriteError(w, http.StatusBadRequest, msgNameRequired)
 	}
 	name, err := decodeName(req.MaskName)

@@ -185,7 +185,7 @@ func TestPredictErrors(t *testing.T) {
 		{"string", "POST", `"3M"`, 400, "mask_name required"},
 		{"other key", "POST", `{"name":"3M"}`, 400, "mask_name required"},
 		{"not JSON", "POST", `{"mask_name":`, 400, "request body is not valid JSON"},
-		{"null name", "POST", `{"mask_name":null}`, 400, "mask_name must be a string"},
+		{"null name", "POST", `{"mask_name":null}`, 400, "mask_name required"},
 		{"number name", "POST", `{"mask_name":5}`, 400, "mask_name must be a string"},
 		{"no tokens", "POST", `{"mask_name":" - ( ) "}`, 400, "no tokens found in mask_name"},
 		{"empty name", "POST", `{"mask_name":""}`, 400, "no tokens found in mask_name"},
