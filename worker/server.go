@@ -439,7 +439,9 @@ func (s *Server) rescueLoop() {
 
 func (s *Server) rescue(q string) (int, error) {
 	n := 0
-	for page := 1; page <= 100; page++ {
+	// RunTask removes a task from the archive, shifting later pages: a page
+	// on which something ran is read again instead of moving on.
+	for page, reads := 1, 0; reads < 200; reads++ {
 		select {
 		case <-s.stopResc:
 			return n, nil
@@ -452,15 +454,20 @@ func (s *Server) rescue(q string) (int, error) {
 			}
 			return n, err
 		}
+		ran := 0
 		for _, t := range tasks {
 			if t.LastErr == asynq.ErrLeaseExpired.Error() && t.Type == sidekiq.TaskType {
 				if err := s.insp.RunTask(q, t.ID); err == nil {
-					n++
+					ran++
 				}
 			}
 		}
+		n += ran
 		if len(tasks) < 100 {
 			return n, nil
+		}
+		if ran == 0 {
+			page++
 		}
 	}
 	return n, nil
