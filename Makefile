@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test ./predictor -run XXX -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./predictor -run XXX -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./predictor -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./predictor -run XXX -fuzz '^FuzzLoadExport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./worker/sidekiq -run XXX -fuzz '^FuzzParseJob$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./model -run XXX -fuzz '^FuzzReadCRFsuite$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./model -run XXX -fuzz '^FuzzReadPickle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
