@@ -20,17 +20,12 @@ import (
 
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore/s3test"
-	"github.com/maskpredictor/maskpredictor/model"
-	"github.com/maskpredictor/maskpredictor/predictor"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 )
 
 // modelVariant is a model file whose predictions differ from the others'
 // by their labels: the default model with two label names exchanged.
-type modelVariant struct {
-	data    []byte
-	version string
-	labels  map[string][]string
-}
+type modelVariant = modeltest.Variant
 
 var e2eNames = []string{
 	"3M Aura 9205+ N95", "3M 1860s", "Zimi ZM9233", "BreatheTeq - Large",
@@ -38,41 +33,7 @@ var e2eNames = []string{
 }
 
 func modelVariants(t *testing.T) []modelVariant {
-	t.Helper()
-	base, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []modelVariant
-	for _, sw := range [][2]string{{}, {"brand", "model"}, {"size", "filter_type"}, {"brand", "misc"}} {
-		m := base
-		if sw[0] != "" {
-			labels := slices.Clone(base.Labels())
-			i, j := slices.Index(labels, sw[0]), slices.Index(labels, sw[1])
-			labels[i], labels[j] = labels[j], labels[i]
-			if m, err = model.New(labels, base.Attributes(), base.StateWeights(), base.TransWeights(), base.Meta()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var buf bytes.Buffer
-		if _, err := m.WriteTo(&buf); err != nil {
-			t.Fatal(err)
-		}
-		c, err := predictor.NewCRF(m, predictor.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := modelVariant{data: buf.Bytes(), version: c.Version(), labels: map[string][]string{}}
-		for _, n := range e2eNames {
-			p, err := c.Predict(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			v.labels[n] = p.Labels
-		}
-		out = append(out, v)
-	}
-	return out
+	return modeltest.Variants(t, e2eNames, modeltest.Swaps[:4])
 }
 
 func freeAddr(t *testing.T) string {
@@ -98,7 +59,7 @@ func TestHotReloadServeE2E(t *testing.T) {
 	vs := modelVariants(t)
 	byVersion := map[string]modelVariant{}
 	for _, v := range vs {
-		byVersion[v.version] = v
+		byVersion[v.Version] = v
 	}
 	srv := s3test.Start(t, "models")
 	uri := srv.URI("prod/model.bin")
@@ -112,7 +73,7 @@ func TestHotReloadServeE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	push(vs[0].data)
+	push(vs[0].Data)
 
 	bin := buildBinary(t)
 	addr := freeAddr(t)
@@ -173,7 +134,7 @@ func TestHotReloadServeE2E(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	waitHealth(vs[0].version)
+	waitHealth(vs[0].Version)
 
 	var (
 		wg       sync.WaitGroup
@@ -219,7 +180,7 @@ func TestHotReloadServeE2E(t *testing.T) {
 					}
 				}
 				v, ok := byVersion[p.ModelVersion]
-				if !ok || !slices.Equal(v.labels[name], labels) {
+				if !ok || !slices.Equal(v.Labels[name], labels) {
 					bad(&mixed, "%q: model_version %s labels %v", name, p.ModelVersion, labels)
 					continue
 				}
@@ -230,20 +191,20 @@ func TestHotReloadServeE2E(t *testing.T) {
 
 	start := time.Now()
 	for k, i := range []int{1, 2, 3, 0, 2, 1} {
-		push(vs[i].data)
+		push(vs[i].Data)
 		if k%2 == 1 {
 			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
 		}
-		waitHealth(vs[i].version)
+		waitHealth(vs[i].Version)
 		for target := total.Load() + 300; total.Load() < target; {
 			time.Sleep(time.Millisecond)
 		}
 	}
 	// A corrupt upload: rejected, the old model keeps serving.
-	serving := vs[1].version
-	push(vs[2].data[:len(vs[2].data)/3])
+	serving := vs[1].Version
+	push(vs[2].Data[:len(vs[2].Data)/3])
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(logs.String(), "new model rejected; the old model keeps serving") {
 		if time.Now().After(deadline) {

@@ -22,17 +22,14 @@ import (
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore/s3test"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/reload"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/model"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 // variant is a model file whose predictions are told apart from the other
 // variants' by their labels: the default model with label names exchanged.
-type variant struct {
-	data    []byte
-	version string
-	labels  map[string][]string // name → labels this model gives
-}
+type variant = modeltest.Variant
 
 var loadNames = []string{
 	"3M Aura 9205+ N95", "3M 1860s", "Zimi ZM9233", "BreatheTeq - Large",
@@ -40,48 +37,11 @@ var loadNames = []string{
 	"Kimberly-Clark Duckbill N95 Regular", "Envo Mask Original Medium Black",
 }
 
-func variants(t testing.TB) []variant {
-	t.Helper()
-	base, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	swaps := [][2]string{{}, {"brand", "model"}, {"size", "filter_type"}, {"brand", "misc"}, {"color", "model"}}
-	var out []variant
-	for _, sw := range swaps {
-		m := base
-		if sw[0] != "" {
-			labels := slices.Clone(base.Labels())
-			i, j := slices.Index(labels, sw[0]), slices.Index(labels, sw[1])
-			labels[i], labels[j] = labels[j], labels[i]
-			if m, err = model.New(labels, base.Attributes(), base.StateWeights(), base.TransWeights(), base.Meta()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var buf bytes.Buffer
-		if _, err := m.WriteTo(&buf); err != nil {
-			t.Fatal(err)
-		}
-		c, err := predictor.NewCRF(m, predictor.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := variant{data: buf.Bytes(), version: c.Version(), labels: map[string][]string{}}
-		for _, n := range loadNames {
-			p, err := c.Predict(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			v.labels[n] = p.Labels
-		}
-		out = append(out, v)
-	}
-	return out
-}
+func variants(t testing.TB) []variant { return modeltest.Variants(t, loadNames, modeltest.Swaps) }
 
 func serveVariant(t testing.TB, v variant) *predictor.Serving {
 	t.Helper()
-	c, err := reload.Load(v.data, predictor.Limits{}, nil)
+	c, err := reload.Load(v.Data, predictor.Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +85,11 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	vs := variants(t)
 	byVersion := map[string]variant{}
 	for _, v := range vs {
-		byVersion[v.version] = v
+		byVersion[v.Version] = v
 	}
 	srv := s3test.Start(t, "models")
 	st := s3Store(t, srv, "prod/model.bin")
-	first := put(t, st, vs[0].data)
+	first := put(t, st, vs[0].Data)
 	live := predictor.NewLive(serveVariant(t, vs[0]))
 	core, logs := observer.New(zap.InfoLevel)
 	var rejectedEvents atomic.Int64
@@ -173,7 +133,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 					continue
 				}
 				v, ok := byVersion[p.ModelVersion]
-				if !ok || !slices.Equal(v.labels[n], p.Labels) {
+				if !ok || !slices.Equal(v.Labels[n], p.Labels) {
 					mixed.Add(1)
 					s := fmt.Sprintf("%q: version %s labels %v", n, p.ModelVersion, p.Labels)
 					firstBad.CompareAndSwap(nil, &s)
@@ -192,7 +152,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 		if i < 0 {
 			before := r.Stats().Rejected
 			serving := live.Version()
-			corrupt := slices.Clone(vs[1].data)
+			corrupt := slices.Clone(vs[1].Data)
 			corrupt = corrupt[:len(corrupt)/2] // a truncated upload
 			put(t, st, corrupt)
 			waitFor(t, "the corrupt model to be rejected", func() bool { return r.Stats().Rejected > before })
@@ -221,8 +181,8 @@ func TestHotReloadUnderLoad(t *testing.T) {
 			}
 			continue
 		}
-		put(t, st, vs[i].data)
-		want := vs[i].version
+		put(t, st, vs[i].Data)
+		want := vs[i].Version
 		waitFor(t, "reload to "+want, func() bool { return live.Version() == want })
 		// Let predictions run on this model for a moment.
 		for target := total.Load() + 2000; total.Load() < target; {
@@ -264,7 +224,7 @@ func TestPollIsCheapWhenUnchanged(t *testing.T) {
 	vs := variants(t)
 	srv := s3test.Start(t, "models")
 	st := s3Store(t, srv, "m.bin")
-	in := put(t, st, vs[0].data)
+	in := put(t, st, vs[0].Data)
 	live := predictor.NewLive(serveVariant(t, vs[0]))
 	r, err := reload.New(reload.Config{Store: st, Live: live, Current: in.Version, Poll: -1})
 	if err != nil {
@@ -280,7 +240,7 @@ func TestPollIsCheapWhenUnchanged(t *testing.T) {
 		t.Fatalf("%d HEAD and %d GET requests for 5 unchanged polls; want 5 and 0", h, g)
 	}
 	// The same bytes uploaded again keep the ETag: still unchanged.
-	put(t, st, vs[0].data)
+	put(t, st, vs[0].Data)
 	if ev := r.Check(ctx, reload.TriggerPoll); ev.Outcome != reload.Unchanged {
 		t.Fatalf("re-upload of identical bytes: %+v", ev)
 	}
@@ -297,7 +257,7 @@ func TestPollIsCheapWhenUnchanged(t *testing.T) {
 	if ev := r.Check(ctx, reload.TriggerPoll); ev.Outcome != reload.Unchanged || srv.Requests("GET") != gets {
 		t.Fatalf("poll after a rejection: %+v, GETs %d → %d", ev, gets, srv.Requests("GET"))
 	}
-	if live.Version() != vs[0].version {
+	if live.Version() != vs[0].Version {
 		t.Fatal("the rejected model replaced the serving one")
 	}
 }
@@ -328,8 +288,8 @@ func TestFallbackThenModel(t *testing.T) {
 	if n := logs.FilterMessage("model store unreadable; the current model keeps serving").Len(); n != 1 {
 		t.Errorf("%d failure log lines for one streak, want 1", n)
 	}
-	put(t, st, vs[2].data)
-	if ev := r.Check(ctx, reload.TriggerPoll); ev.Outcome != reload.Reloaded || ev.ModelVersion != vs[2].version {
+	put(t, st, vs[2].Data)
+	if ev := r.Check(ctx, reload.TriggerPoll); ev.Outcome != reload.Reloaded || ev.ModelVersion != vs[2].Version {
 		t.Fatalf("after upload: %+v", ev)
 	}
 	cur := live.Current()
@@ -351,7 +311,7 @@ func TestTriggerAndShutdown(t *testing.T) {
 	vs := variants(t)
 	srv := s3test.Start(t, "models")
 	st := s3Store(t, srv, "m.bin")
-	in := put(t, st, vs[0].data)
+	in := put(t, st, vs[0].Data)
 	live := predictor.NewLive(serveVariant(t, vs[0]))
 	events := make(chan reload.Event, 4)
 	r, err := reload.New(reload.Config{Store: st, Live: live, Current: in.Version, Poll: time.Hour,
@@ -363,11 +323,11 @@ func TestTriggerAndShutdown(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	put(t, st, vs[1].data)
+	put(t, st, vs[1].Data)
 	r.Trigger()
 	select {
 	case ev := <-events:
-		if ev.Trigger != reload.TriggerSignal || ev.Outcome != reload.Reloaded || live.Version() != vs[1].version {
+		if ev.Trigger != reload.TriggerSignal || ev.Outcome != reload.Reloaded || live.Version() != vs[1].Version {
 			t.Fatalf("triggered check: %+v", ev)
 		}
 	case <-time.After(10 * time.Second):
@@ -385,7 +345,7 @@ func TestTriggerAndShutdown(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	vs := variants(t)
-	if _, err := reload.Load(vs[0].data, predictor.Limits{}, nil); err != nil {
+	if _, err := reload.Load(vs[0].Data, predictor.Limits{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := reload.Load(nil, predictor.Limits{}, nil); !errors.Is(err, reload.ErrInvalidModel) {
@@ -429,7 +389,7 @@ func TestCollector(t *testing.T) {
 	r.Check(ctx, reload.TriggerPoll) // missing: failed
 	put(t, st, []byte("garbage"))
 	r.Check(ctx, reload.TriggerPoll) // rejected
-	put(t, st, vs[1].data)
+	put(t, st, vs[1].Data)
 	r.Check(ctx, reload.TriggerPoll) // reloaded
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(reload.Collector(r))
