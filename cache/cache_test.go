@@ -8,22 +8,12 @@ import (
 	"time"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
-func newCRF(t *testing.T) *predictor.CRF {
-	t.Helper()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func newCRF(t *testing.T) *predictor.CRF { return modeltest.DefaultCRF(t) }
 
 func TestConfigValidate(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})

@@ -89,29 +89,8 @@ func referenceSettings() Settings {
 // tagExample runs Viterbi on one example's attributes with m.
 func tagExample(tb testing.TB, m *Model, ex Example) []string {
 	tb.Helper()
-	var in Instance
-	for _, item := range ex.Items {
-		for _, f := range item {
-			id, ok := m.AttrID(f.Name)
-			if !ok {
-				id = -1
-			}
-			in.Add(id, f.Value)
-		}
-		in.EndItem()
-	}
-	tg := m.Tagger()
-	defer tg.Release()
-	if err := tg.Set(&in); err != nil {
-		tb.Fatal(err)
-	}
-	path := make([]int, len(ex.Items))
-	tg.Viterbi(path)
-	out := make([]string, len(path))
-	for t, y := range path {
-		out[t] = m.Labels()[y]
-	}
-	return out
+	labels, _, _, _ := tagExampleFull(tb, m, ex)
+	return labels
 }
 
 // recordAll keeps every Progress.

@@ -14,23 +14,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
-func defaultCRF(t testing.TB) *predictor.CRF {
-	t.Helper()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func defaultCRF(t testing.TB) *predictor.CRF { return modeltest.DefaultCRF(t) }
 
 // job builds a Sidekiq 7 style payload.
 func job(jid string, args ...any) []byte {

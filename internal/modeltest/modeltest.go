@@ -12,6 +12,20 @@ import (
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
+// DefaultCRF is the predictor over the embedded default model.
+func DefaultCRF(tb testing.TB) *predictor.CRF {
+	tb.Helper()
+	m, err := predictor.DefaultModel()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := predictor.NewCRF(m, predictor.Limits{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
 // Variant is one model file and what it predicts.
 type Variant struct {
 	Data    []byte              // the native model file

@@ -15,24 +15,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 var nineComponents = []string{"brand", "model", "size", "color", "style", "strap", "filter_type", "valved", "misc"}
 
-func crf(t testing.TB) *predictor.CRF {
-	t.Helper()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func crf(t testing.TB) *predictor.CRF { return modeltest.DefaultCRF(t) }
 
 type testOpts struct {
 	p            Predictor
