@@ -106,9 +106,28 @@ type HandlerConfig struct {
 	// MaxPayloadBytes is the largest job payload accepted. Default: 1 MiB.
 	MaxPayloadBytes int
 
-	// Logger gets warnings (poison jobs, dead-set writes). Default: no-op.
-	// The per-job line is written by LogJobs.
+	// Tracker, when set, sees each job of a batch task begin and end (the
+	// Busy page and Sidekiq's stats); single-job tasks are tracked by the
+	// Server's middleware.
+	Tracker JobTracker
+	// Split, when set, hands the jobs of a batch task that failed for a
+	// transient reason to asynq as single-job tasks (Bridge.EnqueueEach), so
+	// that each retries on its own with its own retry setting. Without it, or
+	// when it fails, the batch is retried whole (done markers keep finished
+	// jobs' write-backs from repeating).
+	Split func(ctx context.Context, queue string, raws [][]byte) error
+
+	// Logger gets warnings (poison jobs, dead-set writes) and the per-job
+	// lines of batch tasks (LogJobs writes those of single-job tasks).
+	// Default: no-op.
 	Logger *zap.Logger
+}
+
+// JobTracker is what the Busy page and the stats need to know about each job:
+// sidekiq.Heartbeat.
+type JobTracker interface {
+	Begin(raw []byte) (done func())
+	RecordResult(failed bool)
 }
 
 // WithDefaults fills the zero fields that have defaults.
@@ -214,11 +233,15 @@ type item struct {
 	store bool // a cache write is due
 }
 
-// ProcessTask handles one Sidekiq job. A job that can never succeed goes to
+// ProcessTask handles one task: a Sidekiq job (sidekiq.TaskType) or a batch
+// of them (sidekiq.BatchTaskType). A job that can never succeed goes to
 // Sidekiq's dead set and is not retried (asynq.SkipRetry); a transient
 // failure is returned for asynq to retry with Sidekiq's backoff, and once the
 // job's own retry setting is used up it goes to the dead set too.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	if t.Type() == sidekiq.BatchTaskType {
+		return h.processBatch(ctx, t)
+	}
 	info := jobInfoFrom(ctx)
 	raw := t.Payload()
 	err := h.process(ctx, raw, info)
@@ -227,21 +250,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	info.err = err
-
-	var pe *poisonError
-	if errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison) {
-		h.poison.Add(1)
-		derr := h.retry(ctx, func() error {
-			return h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...)
-		})
-		if derr != nil {
-			// The dead-set write is what must not be lost: retry it.
-			info.outcome = "retry"
-			return fmt.Errorf("writing poison job to the dead set: %w (job: %v)", derr, err)
-		}
-		h.dead.Add(1)
-		info.outcome = "dead"
-		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	if isPoison(err) {
+		return h.bury(ctx, raw, info, err)
 	}
 	if ctx.Err() != nil {
 		info.outcome = "interrupted" // shutdown or timeout: asynq requeues or retries it
@@ -268,6 +278,28 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	} else {
 		h.dead.Add(1)
 	}
+	info.outcome = "dead"
+	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+}
+
+func isPoison(err error) bool {
+	var pe *poisonError
+	return errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison)
+}
+
+// bury writes a job that can never succeed to the dead set. It returns
+// asynq.SkipRetry wrapping err, or, when the dead-set write itself failed,
+// an error to retry (that write is what must not be lost).
+func (h *Handler) bury(ctx context.Context, raw []byte, info *jobInfo, err error) error {
+	h.poison.Add(1)
+	derr := h.retry(ctx, func() error {
+		return h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...)
+	})
+	if derr != nil {
+		info.outcome = "retry"
+		return fmt.Errorf("writing poison job to the dead set: %w (job: %v)", derr, err)
+	}
+	h.dead.Add(1)
 	info.outcome = "dead"
 	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 }
@@ -307,13 +339,48 @@ func retrySetting(raw []byte) (limit int, discard bool) {
 	}
 }
 
+// pjob is one Sidekiq job on its way through the handler.
+type pjob struct {
+	job     *sidekiq.Job
+	info    *jobInfo
+	items   []item
+	replyTo string
+	doneKey string // "" when the job has no write-back
+	index   int    // position in its batch
+	ok      bool   // written (or found done): nothing left to do
+}
+
 func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error {
+	j, err := h.prepare(raw, info)
+	if err != nil {
+		return err
+	}
+	// One model for the whole job, even if a hot reload swaps it meanwhile:
+	// the cache check and every prediction of a batch use the same one.
+	pr := h.pin()
+	jobs := []*pjob{j}
+	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, jobs) }); err != nil {
+		return err
+	}
+	if info.duplicate {
+		return nil
+	}
+	puts, err := h.predict(pr, j)
+	if err != nil {
+		return err
+	}
+	return h.write(ctx, jobs, puts)
+}
+
+// prepare parses and checks a job: every name is validated before any side
+// effect, so a job is done whole or not at all. Its errors are poison.
+func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if len(raw) > h.cfg.MaxPayloadBytes {
-		return poisonf("payload is %d bytes, over the limit of %d", len(raw), h.cfg.MaxPayloadBytes)
+		return nil, poisonf("payload is %d bytes, over the limit of %d", len(raw), h.cfg.MaxPayloadBytes)
 	}
 	job, err := sidekiq.ParseJob(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	info.jid = job.JID
 	if info.queue == "" {
@@ -321,52 +388,44 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	}
 	reqs, replyTo, err := job.Requests()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(reqs) > h.cfg.MaxNames {
-		return poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
+		return nil, poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
 	}
 	info.names = reqs
 
-	// Validate every name before any side effect: a job is done whole or not at all.
 	items := make([]item, len(reqs))
 	for i, r := range reqs {
 		toks, err := h.cfg.Limits.Check(r.MaskName)
 		if err != nil {
 			if len(reqs) > 1 {
-				return poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
+				return nil, poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
 			}
-			return poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
+			return nil, poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
 		}
 		items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
 	}
-
-	writeBack := h.cfg.CallbackClass != "" || replyTo != ""
-	doneKey := ""
-	if writeBack {
-		doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
+	j := &pjob{job: job, info: info, items: items, replyTo: replyTo}
+	if h.cfg.CallbackClass != "" || replyTo != "" {
+		j.doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
 	}
+	return j, nil
+}
 
-	// One model for the whole job, even if a hot reload swaps it meanwhile:
-	// the cache check and every prediction of a batch use the same one.
-	pr := h.pin()
-	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, items, doneKey, info) }); err != nil {
-		return err
-	}
-	if info.duplicate {
-		return nil
-	}
-
+// predict fills in the predictions the cache did not have and returns the
+// cache entries to write. Its errors are poison.
+func (h *Handler) predict(pr Predictor, j *pjob) ([]cache.Entry, error) {
 	version := pr.Version()
 	var puts []cache.Entry
-	for i := range items {
-		it := &items[i]
+	for i := range j.items {
+		it := &j.items[i]
 		if it.hit {
 			continue
 		}
 		p, err := pr.PredictTokens(it.req.MaskName, it.toks)
 		if err != nil {
-			return poisonf("predicting %q: %w", abbrev(it.req.MaskName), err)
+			return nil, poisonf("predicting %q: %w", abbrev(it.req.MaskName), err)
 		}
 		p.NormalizedName = it.norm
 		if p.ModelVersion == "" {
@@ -374,13 +433,13 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 		}
 		it.pred = p
 		if p.Fallback {
-			info.fallback = true
+			j.info.fallback = true
 		}
 		if it.norm != "" {
 			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p})
 		}
 	}
-	return h.write(ctx, job, items, puts, replyTo, doneKey)
+	return puts, nil
 }
 
 // pin returns the predictor for one job: a holder swapped by hot reload
@@ -392,21 +451,27 @@ func (h *Handler) pin() Predictor {
 	return h.cfg.Predictor
 }
 
-func (h *Handler) lookup(ctx context.Context, pr Predictor, items []item, doneKey string, info *jobInfo) error {
-	norms := make([]string, 0, len(items))
-	idx := make([]int, 0, len(items))
-	for i, it := range items {
-		if it.norm != "" { // a name whose tokens all vanish under NFKC has no entry
-			norms = append(norms, it.norm)
-			idx = append(idx, i)
+// lookup reads, in one round trip, the cache entries of every name of jobs
+// and, for jobs with a write-back, whether it already happened (the job is
+// then a duplicate delivery and done).
+func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error {
+	var norms []string
+	type ref struct{ j, i int }
+	var refs []ref
+	for ji, j := range jobs {
+		for i, it := range j.items {
+			if it.norm != "" { // a name whose tokens all vanish under NFKC has no entry
+				norms = append(norms, it.norm)
+				refs = append(refs, ref{ji, i})
+			}
 		}
 	}
-	// One round trip: the cache entries and, when there is a write-back,
-	// whether this delivery's write-back already happened.
 	pipe := h.cfg.Redis.Pipeline()
-	var done *redis.IntCmd
-	if doneKey != "" {
-		done = pipe.Exists(ctx, doneKey)
+	done := make([]*redis.IntCmd, len(jobs))
+	for ji, j := range jobs {
+		if j.doneKey != "" {
+			done[ji] = pipe.Exists(ctx, j.doneKey)
+		}
 	}
 	l, err := h.cfg.Cache.AddGetMany(ctx, pipe, norms)
 	if err != nil {
@@ -417,68 +482,95 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, items []item, doneKe
 			return fmt.Errorf("cache lookup: %w", err)
 		}
 	}
-	if done != nil && done.Val() > 0 {
-		info.duplicate = true
-		return nil
+	for ji, j := range jobs {
+		if done[ji] != nil && done[ji].Val() > 0 {
+			j.info.duplicate, j.ok = true, true
+		}
 	}
 	cached, err := l.Result(pr.Version())
 	if err != nil {
 		return err
 	}
 	for k, p := range cached {
-		it := &items[idx[k]]
-		if p == nil {
+		j := jobs[refs[k].j]
+		it := &j.items[refs[k].i]
+		if p == nil || j.ok {
 			continue
 		}
 		if ans, ok := cache.Answer(p, it.req.MaskName, it.norm, it.toks); ok {
 			it.pred, it.hit = ans, true
 			if ans.Fallback {
-				info.fallback = true
+				j.info.fallback = true
 			}
 		}
 	}
-	for _, it := range items {
-		if it.hit {
-			info.hits++
-			h.hits.Add(1)
-		} else {
-			h.misses.Add(1)
+	for _, j := range jobs {
+		if j.ok {
+			continue
+		}
+		for _, it := range j.items {
+			if it.hit {
+				j.info.hits++
+				h.hits.Add(1)
+			} else {
+				h.misses.Add(1)
+			}
 		}
 	}
 	return nil
 }
 
-// write stores the cache entries and, when the job has a write-back, the
-// callback jobs, the replies and the done marker, all in one MULTI (a plain
-// pipeline without a write-back): one round trip, and a redelivered job
-// either finds the marker (everything was written) or nothing of its
-// write-back (nothing was), so callbacks and replies are exactly-once.
-func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, puts []cache.Entry, replyTo, doneKey string) error {
-	if len(puts) == 0 && doneKey == "" {
-		return nil
+// write stores the cache entries of jobs and their write-backs (callback
+// jobs, replies, done markers) in one MULTI (a plain pipeline when no job has
+// a write-back): one round trip, and a redelivered job either finds its
+// marker (everything was written) or nothing of its write-back (nothing
+// was), so callbacks and replies are exactly-once. Jobs already ok are
+// skipped; written ones are marked ok.
+func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) error {
+	var callbacks []any
+	var marked []*pjob
+	type reply struct {
+		key  string
+		vals []any
 	}
-	var encoded [][]byte
-	if doneKey != "" {
-		encoded = make([][]byte, len(items))
-		for i, it := range items {
+	var replies []reply
+	now := time.Now()
+	for _, j := range jobs {
+		if j.ok || j.doneKey == "" {
+			continue
+		}
+		marked = append(marked, j)
+		encoded := make([][]byte, len(j.items))
+		for i, it := range j.items {
 			encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
 		}
-	}
-	var callbacks []any
-	if h.cfg.CallbackClass != "" {
-		delivery := sidekiq.DeliveryID(job.JID, job.Raw)
-		now := time.Now()
-		callbacks = make([]any, len(items))
-		for i, it := range items {
-			callbacks[i] = appendCallbackJob(make([]byte, 0, len(encoded[i])+256), h.cfg.CallbackQueue, h.cfg.CallbackClass,
-				callbackJID(delivery, i), now, job.JID, it.req.MaskID, it.req.MaskName, encoded[i])
+		if h.cfg.CallbackClass != "" {
+			delivery := sidekiq.DeliveryID(j.job.JID, j.job.Raw)
+			for i, it := range j.items {
+				callbacks = append(callbacks, appendCallbackJob(make([]byte, 0, len(encoded[i])+256), h.cfg.CallbackQueue, h.cfg.CallbackClass,
+					callbackJID(delivery, i), now, j.job.JID, it.req.MaskID, it.req.MaskName, encoded[i]))
+			}
 		}
+		if j.replyTo != "" {
+			vals := make([]any, len(encoded))
+			for i, b := range encoded {
+				vals[i] = b
+			}
+			replies = append(replies, reply{j.replyTo, vals})
+		}
+	}
+	if len(puts) == 0 && len(marked) == 0 {
+		for _, j := range jobs {
+			j.ok = true
+		}
+		return nil
 	}
 	attempt := 0
 	err := h.retry(ctx, func() error {
-		if attempt++; attempt > 1 && doneKey != "" {
-			// The last MULTI may have run with only its reply lost.
-			n, err := h.cfg.Redis.Exists(ctx, doneKey).Result()
+		if attempt++; attempt > 1 && len(marked) > 0 {
+			// The last MULTI may have run with only its reply lost: it wrote all
+			// or nothing, so one marker tells.
+			n, err := h.cfg.Redis.Exists(ctx, marked[0].doneKey).Result()
 			if err != nil {
 				return err
 			}
@@ -487,7 +579,7 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 			}
 		}
 		var pipe redis.Pipeliner
-		if doneKey != "" {
+		if len(marked) > 0 {
 			pipe = h.cfg.Redis.TxPipeline()
 		} else {
 			pipe = h.cfg.Redis.Pipeline()
@@ -500,22 +592,21 @@ func (h *Handler) write(ctx context.Context, job *sidekiq.Job, items []item, put
 			pipe.SAdd(ctx, "queues", h.cfg.CallbackQueue)
 			pipe.LPush(ctx, sidekiq.QueueKey(h.cfg.CallbackQueue), callbacks...)
 		}
-		if replyTo != "" {
-			vals := make([]any, len(encoded))
-			for i, b := range encoded {
-				vals[i] = b
-			}
-			pipe.RPush(ctx, replyTo, vals...)
-			pipe.Expire(ctx, replyTo, h.cfg.ReplyTTL)
+		for _, r := range replies {
+			pipe.RPush(ctx, r.key, r.vals...)
+			pipe.Expire(ctx, r.key, h.cfg.ReplyTTL)
 		}
-		if doneKey != "" {
-			pipe.Set(ctx, doneKey, "1", h.cfg.DoneTTL)
+		for _, j := range marked {
+			pipe.Set(ctx, j.doneKey, "1", h.cfg.DoneTTL)
 		}
 		_, err := pipe.Exec(ctx)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("writing cache entries and write-back: %w", err)
+	}
+	for _, j := range jobs {
+		j.ok = true
 	}
 	return nil
 }

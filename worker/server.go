@@ -14,6 +14,9 @@ import (
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
+// DefaultJobsPerTask is the Server's default for Bridge.JobsPerTask.
+const DefaultJobsPerTask = 10
+
 // Config configures a Server. WithDefaults fills unset fields; New validates.
 type Config struct {
 	// Redis is the Redis Rails' Sidekiq uses: its queues, dead set, stats and
@@ -108,6 +111,11 @@ func (c Config) WithDefaults() Config {
 		// that the backlog stays visible in queue:<name>.
 		c.Bridge.MaxPending = 10 * c.Concurrency
 	}
+	if c.Bridge.JobsPerTask == 0 {
+		// Up to this many jobs share one asynq task when the queue has a
+		// backlog (see sidekiq.BatchTaskType); measured in BENCHMARKS.md.
+		c.Bridge.JobsPerTask = DefaultJobsPerTask
+	}
 	c.Heartbeat.Redis, c.Heartbeat.Queues, c.Heartbeat.Concurrency = c.Redis, c.Queues, c.Concurrency
 	c.Heartbeat.Identity, c.Heartbeat.Logger = c.Identity, c.Logger
 	c.Scheduler.Redis, c.Scheduler.Queues, c.Scheduler.Logger = c.Redis, c.Queues, c.Logger
@@ -156,10 +164,6 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	h, err := NewHandler(cfg.Handler)
-	if err != nil {
-		return nil, err
-	}
 	bridge, err := sidekiq.NewBridge(cfg.Bridge)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -167,6 +171,17 @@ func New(cfg Config) (*Server, error) {
 	hb, err := sidekiq.NewHeartbeat(cfg.Heartbeat)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
+	}
+	hcfg := cfg.Handler
+	if hcfg.Tracker == nil {
+		hcfg.Tracker = hb
+	}
+	if hcfg.Split == nil {
+		hcfg.Split = bridge.EnqueueEach
+	}
+	h, err := NewHandler(hcfg)
+	if err != nil {
+		return nil, err
 	}
 	var sched *sidekiq.Scheduler
 	if !cfg.DisableScheduler {
@@ -229,11 +244,17 @@ func (s *Server) mux() *asynq.ServeMux {
 	mux.Use(LogJobs(s.log))
 	mux.Use(s.heartbeatMiddleware)
 	mux.Handle(sidekiq.TaskType, s.handler)
+	mux.Handle(sidekiq.BatchTaskType, s.handler)
 	return mux
 }
 
 func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if t.Type() == sidekiq.BatchTaskType { // the handler tracks each of its jobs
+			err := next.ProcessTask(ctx, t)
+			s.awaitAsynqRedis(ctx)
+			return err
+		}
 		done := s.hb.Begin(t.Payload())
 		defer done()
 		err := next.ProcessTask(ctx, t)
@@ -367,10 +388,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// returnPending moves pending asynq tasks back to their Sidekiq queue: each
-// is pushed to the pop end of queue:<name> first and deleted from asynq
-// second, so a crash in between leaves it in both places, and the bridge's
-// TaskID turns the second transfer into a no-op. A task a worker elsewhere
+// returnPending moves pending asynq tasks back to their Sidekiq queue (a
+// batch task as its jobs): each is pushed to the pop end of queue:<name>
+// first and deleted from asynq second, so a crash in between leaves it in
+// both places, and the bridge's TaskID turns the second transfer into a
+// no-op (for a batch regrouped differently, the jobs' done markers keep
+// their write-backs from repeating). A task a worker elsewhere
 // took in between cannot be deleted; its copy in the queue is then a
 // redelivery the bridge also recognizes.
 func (s *Server) returnPending(ctx context.Context) (int, error) {
@@ -391,17 +414,30 @@ func (s *Server) returnPending(ctx context.Context) (int, error) {
 			}
 			moved := 0
 			for _, t := range tasks {
-				if t.Type != sidekiq.TaskType {
+				var raws [][]byte
+				switch t.Type {
+				case sidekiq.TaskType:
+					raws = [][]byte{t.Payload}
+				case sidekiq.BatchTaskType:
+					if raws, err = sidekiq.DecodeBatch(t.Payload); err != nil {
+						continue
+					}
+				default:
 					continue
 				}
-				if err := s.cfg.Redis.RPush(ctx, sidekiq.QueueKey(q.Name), t.Payload).Err(); err != nil {
+				// Newest first, so that the batch's oldest job ends up at the pop end.
+				vals := make([]any, len(raws))
+				for i, r := range raws {
+					vals[len(raws)-1-i] = r
+				}
+				if err := s.cfg.Redis.RPush(ctx, sidekiq.QueueKey(q.Name), vals...).Err(); err != nil {
 					return n, fmt.Errorf("returning %s to %s: %w", t.ID, q.Name, err)
 				}
 				if err := s.insp.DeleteTask(q.Name, t.ID); err != nil {
 					s.log.Debug("returned task could not be deleted from asynq (a worker took it)", zap.String("task_id", t.ID), zap.Error(err))
 					continue
 				}
-				n++
+				n += len(raws)
 				moved++
 			}
 			if moved == 0 {
@@ -456,7 +492,7 @@ func (s *Server) rescue(q string) (int, error) {
 		}
 		ran := 0
 		for _, t := range tasks {
-			if t.LastErr == asynq.ErrLeaseExpired.Error() && t.Type == sidekiq.TaskType {
+			if t.LastErr == asynq.ErrLeaseExpired.Error() && (t.Type == sidekiq.TaskType || t.Type == sidekiq.BatchTaskType) {
 				if err := s.insp.RunTask(q, t.ID); err == nil {
 					ran++
 				}

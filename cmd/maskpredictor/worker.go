@@ -30,6 +30,7 @@ type workerFlags struct {
 	cacheTTL        time.Duration
 	noScheduler     bool
 	pollInterval    time.Duration
+	jobsPerTask     int
 	reload          reloadFlags
 }
 
@@ -48,6 +49,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	poll, e := envDuration(sys, "WORKER_POLL_INTERVAL", 2*time.Millisecond)
 	env(e)
+	perTask, e := envInt(sys, "WORKER_JOBS_PER_TASK", worker.DefaultJobsPerTask)
+	env(e)
 	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
 	wf.model.register(fs)
@@ -65,6 +68,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	fs.DurationVar(&wf.cacheTTL, "cache-ttl", ttl, "expiry of cache entries; 0 keeps them ($CACHE_TTL)")
 	fs.DurationVar(&wf.pollInterval, "poll-interval", poll,
 		"how often an idle worker looks for handed-over jobs; bounds their wait, costs one Redis call each ($WORKER_POLL_INTERVAL)")
+	fs.IntVar(&wf.jobsPerTask, "jobs-per-task", perTask,
+		"most Sidekiq jobs carried by one asynq task when the queue has a backlog; 1: one task per job ($WORKER_JOBS_PER_TASK)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
 		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
 	return err
@@ -94,6 +99,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		return nil, fmt.Errorf("%w: --shutdown-timeout %v, want ≥ 1s", errUsage, wf.shutdownTimeout)
 	case wf.pollInterval <= 0 || wf.pollInterval > 5*time.Second:
 		return nil, fmt.Errorf("%w: --poll-interval %v, want (0, 5s]", errUsage, wf.pollInterval)
+	case wf.jobsPerTask < 1 || wf.jobsPerTask > 1000:
+		return nil, fmt.Errorf("%w: --jobs-per-task %d, want 1 to 1000", errUsage, wf.jobsPerTask)
 	case wf.cacheTTL < 0:
 		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
 	}
@@ -130,6 +137,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		ShutdownTimeout:  wf.shutdownTimeout,
 		DisableScheduler: wf.noScheduler,
 		PollInterval:     wf.pollInterval,
+		Bridge:           sidekiq.BridgeConfig{JobsPerTask: wf.jobsPerTask},
 		Logger:           log,
 	})
 	if err != nil {

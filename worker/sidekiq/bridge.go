@@ -48,6 +48,14 @@ type BridgeConfig struct {
 	// min(MaxPending, 50).
 	BatchSize int
 
+	// JobsPerTask is the most Sidekiq jobs handed to asynq in one task (BatchTaskType;
+	// see there for why). Jobs are grouped only from what one move took out of the
+	// queue, so a job never waits for others to arrive: under light load every task
+	// carries one job (TaskType). MaxPending then counts tasks, so up to
+	// MaxPending × JobsPerTask jobs may be out of queue:<name>. Default: 1 (one task per
+	// job); worker.Server sets its own default.
+	JobsPerTask int
+
 	// Identity names this process's in-flight lists. It must be unique among running
 	// bridges; share it with the Heartbeat so Sidekiq's Busy page and the bridge agree.
 	// Default: NewIdentity().
@@ -114,6 +122,9 @@ func (c BridgeConfig) WithDefaults() BridgeConfig {
 	if c.BatchSize == 0 {
 		c.BatchSize = min(c.MaxPending, 50)
 	}
+	if c.JobsPerTask == 0 {
+		c.JobsPerTask = 1
+	}
 	if c.Identity == "" {
 		c.Identity = NewIdentity()
 	}
@@ -171,6 +182,8 @@ func (c BridgeConfig) validate() error {
 		return fmt.Errorf("sidekiq bridge: MaxPending is %d, must be ≥ 1 (0 means 2 × Concurrency)", c.MaxPending)
 	case c.BatchSize < 1:
 		return fmt.Errorf("sidekiq bridge: BatchSize is %d, must be ≥ 1", c.BatchSize)
+	case c.JobsPerTask < 1 || c.JobsPerTask > 1000:
+		return fmt.Errorf("sidekiq bridge: JobsPerTask is %d, want 1 (one task per job) to 1000", c.JobsPerTask)
 	case c.Identity == "":
 		return errors.New("sidekiq bridge: Identity is empty")
 	case c.BeatInterval <= 0 || c.RecoverInterval <= 0 || c.FetchTimeout <= 0 || c.BackpressurePoll <= 0 || c.MaxBackoff <= 0:
@@ -190,6 +203,7 @@ func (c BridgeConfig) validate() error {
 // BridgeStats counts what a Bridge did since it was created.
 type BridgeStats struct {
 	Transferred int64 // jobs enqueued into asynq
+	Tasks       int64 // asynq tasks they were enqueued in (fewer with JobsPerTask > 1)
 	Duplicates  int64 // deliveries whose asynq task already existed (a re-delivery after a crash)
 	Poison      int64 // payloads sent to the dead set
 	Recovered   int64 // jobs moved back from dead bridges' in-flight lists to their queue
@@ -224,7 +238,7 @@ type Bridge struct {
 	maintWG    sync.WaitGroup
 	killed     atomic.Bool
 
-	transferred, duplicates, poisoned, recovered atomic.Int64
+	transferred, tasks, duplicates, poisoned, recovered atomic.Int64
 
 	// crashAt, when set by a test, is asked after each step of a transfer ("moved",
 	// "enqueued"); true makes the bridge die there as a SIGKILL would: no further Redis
@@ -257,6 +271,7 @@ func (b *Bridge) Identity() string { return b.cfg.Identity }
 func (b *Bridge) Stats() BridgeStats {
 	return BridgeStats{
 		Transferred: b.transferred.Load(),
+		Tasks:       b.tasks.Load(),
 		Duplicates:  b.duplicates.Load(),
 		Poison:      b.poisoned.Load(),
 		Recovered:   b.recovered.Load(),
@@ -709,18 +724,45 @@ func (b *Bridge) crash(step string) bool {
 	return b.killed.Load()
 }
 
-// transferAll hands items (oldest first) to asynq and removes the handled ones from the
-// in-flight list in one pipeline. It stops at the first Redis error; the rest stay in
-// flight for the next attempt.
+// transferAll hands items (oldest first) to asynq, JobsPerTask jobs per task, and
+// removes the handled ones from the in-flight list in one pipeline. Poison payloads go to
+// the dead set on the way. It stops at the first Redis error; the rest stay in flight
+// for the next attempt.
 func (b *Bridge) transferAll(ctx context.Context, q string, items []string) error {
 	var done []string
 	var firstErr error
+	var group []*Job
+	var groupRaw []string
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		if err := b.enqueueTask(ctx, q, group, true); err != nil {
+			return err
+		}
+		done = append(done, groupRaw...)
+		group, groupRaw = group[:0], groupRaw[:0]
+		return nil
+	}
 	for _, raw := range items {
-		if err := b.transfer(ctx, q, raw); err != nil {
+		job, err := b.parse(ctx, q, raw)
+		if err != nil {
 			firstErr = err
 			break
 		}
-		done = append(done, raw)
+		if job == nil { // poison, now in the dead set
+			done = append(done, raw)
+			continue
+		}
+		group, groupRaw = append(group, job), append(groupRaw, raw)
+		if len(group) >= b.cfg.JobsPerTask {
+			if firstErr = flush(); firstErr != nil {
+				break
+			}
+		}
+	}
+	if firstErr == nil {
+		firstErr = flush()
 	}
 	if len(done) > 0 {
 		if b.crash("enqueued") {
@@ -740,50 +782,89 @@ func (b *Bridge) transferAll(ctx context.Context, q string, items []string) erro
 	return firstErr
 }
 
-// transfer enqueues one delivery into asynq, or puts a poison payload into the dead set.
-// nil means the item may leave the in-flight list.
-func (b *Bridge) transfer(ctx context.Context, q, raw string) error {
+// parse checks one delivery. A payload that can never succeed is put into the dead set
+// and parse returns (nil, nil); an error means the dead-set write failed.
+func (b *Bridge) parse(ctx context.Context, q, raw string) (*Job, error) {
 	payload := []byte(raw)
 	job, err := ParseJob(payload)
 	if err == nil {
-		_, _, err = job.Requests()
-	}
-	if err != nil {
-		// ParseJob and Requests only ever return poison errors.
-		if derr := b.client.Dead(ctx, payload, PoisonErrorClass, err.Error(), WithQueue(q)); derr != nil {
-			return derr
+		if _, _, err = job.Requests(); err == nil {
+			return job, nil
 		}
-		b.poisoned.Add(1)
-		jid := ""
-		if job != nil {
-			jid = job.JID
-		}
-		b.log.Warn("sidekiq bridge: poison job sent to the dead set", zap.String("queue", q), zap.String("jid", jid), zap.String("reason", err.Error()))
-		return nil
 	}
-	opts := []asynq.Option{
-		asynq.TaskID(job.TaskID()),
-		asynq.Queue(q),
-		asynq.MaxRetry(job.Retry),
-		asynq.Retention(b.cfg.Retention),
+	// ParseJob and Requests only ever return poison errors.
+	if derr := b.client.Dead(ctx, payload, PoisonErrorClass, err.Error(), WithQueue(q)); derr != nil {
+		return nil, derr
+	}
+	b.poisoned.Add(1)
+	jid := ""
+	if job != nil {
+		jid = job.JID
+	}
+	b.log.Warn("sidekiq bridge: poison job sent to the dead set", zap.String("queue", q), zap.String("jid", jid), zap.String("reason", err.Error()))
+	return nil, nil
+}
+
+// enqueueTask hands jobs to asynq as one task: TaskType for a single job, BatchTaskType
+// for several. nil means they may leave the in-flight list. count says whether the
+// stats count them (not when a batch is split: they were counted already).
+func (b *Bridge) enqueueTask(ctx context.Context, q string, jobs []*Job, count bool) error {
+	var task *asynq.Task
+	opts := []asynq.Option{asynq.Queue(q), asynq.Retention(b.cfg.Retention)}
+	if len(jobs) == 1 {
+		task = asynq.NewTask(TaskType, jobs[0].Raw)
+		opts = append(opts, asynq.TaskID(jobs[0].TaskID()), asynq.MaxRetry(jobs[0].Retry))
+	} else {
+		raws := make([][]byte, len(jobs))
+		for i, j := range jobs {
+			raws[i] = j.Raw
+		}
+		task = asynq.NewTask(BatchTaskType, EncodeBatch(raws))
+		// A batch is retried only when it could not even be split into single-job
+		// tasks (Redis unreachable); each job's own retry setting applies to those.
+		opts = append(opts, asynq.TaskID(BatchTaskID(jobs)), asynq.MaxRetry(DefaultMaxRetries))
 	}
 	if b.cfg.TaskTimeout > 0 {
 		opts = append(opts, asynq.Timeout(b.cfg.TaskTimeout))
 	}
-	_, err = b.aq.EnqueueContext(ctx, asynq.NewTask(TaskType, payload), opts...)
+	_, err := b.aq.EnqueueContext(ctx, task, opts...)
 	switch {
 	case err == nil:
-		b.transferred.Add(1)
+		if count {
+			b.transferred.Add(int64(len(jobs)))
+			b.tasks.Add(1)
+		}
 		return nil
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		// This very delivery is already in asynq (pending, running, done or archived):
 		// we crashed after Enqueue last time, or a bridge presumed dead was not.
-		b.duplicates.Add(1)
-		b.log.Debug("sidekiq bridge: delivery already transferred", zap.String("queue", q), zap.String("jid", job.JID))
+		if count {
+			b.duplicates.Add(int64(len(jobs)))
+		}
+		b.log.Debug("sidekiq bridge: delivery already transferred", zap.String("queue", q), zap.String("jid", jobs[0].JID), zap.Int("jobs", len(jobs)))
 		return nil
 	default:
-		return fmt.Errorf("asynq enqueue of %s: %w", job.JID, err)
+		return fmt.Errorf("asynq enqueue of %s (%d jobs): %w", jobs[0].JID, len(jobs), err)
 	}
+}
+
+// EnqueueEach hands jobs (exact payloads, already checked by ParseJob) to asynq in
+// queue q as single-job tasks, the way a bridge with JobsPerTask 1 would: the worker
+// splits a batch task that failed for a transient reason this way, so that each job
+// retries on its own, with its own retry setting. Jobs already in asynq under their
+// delivery id are skipped.
+func (b *Bridge) EnqueueEach(ctx context.Context, q string, raws [][]byte) error {
+	for _, raw := range raws {
+		job, err := ParseJob(raw)
+		if err != nil {
+			// The worker sends poison jobs to the dead set itself; one here is a bug.
+			return fmt.Errorf("sidekiq bridge: splitting a batch: %w", err)
+		}
+		if err := b.enqueueTask(ctx, q, []*Job{job}, false); err != nil {
+			return fmt.Errorf("sidekiq bridge: splitting a batch: %w", err)
+		}
+	}
+	return nil
 }
 
 var returnScript = redis.NewScript(`
