@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
@@ -71,12 +72,13 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		failure = h.retry(ctx, func() error { return h.lookup(ctx, pr, jobs) })
 		if failure == nil {
 			var puts []cache.Entry
+			fresh := map[string]*predictor.Prediction{}
 			live := jobs[:0:0]
 			for _, j := range jobs {
 				if j.ok {
 					continue
 				}
-				p, err := h.predict(pr, j)
+				p, err := h.predict(pr, j, fresh)
 				if err != nil { // poison: this job only
 					j.ok = true
 					errs[j.index] = h.bury(ctx, j.job.Raw, j.info, err)
@@ -91,6 +93,9 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 
 	// What could not be finished here: jobs not written, and poison jobs whose
 	// dead-set write failed.
+	if queue == "" && len(jobs) > 0 {
+		queue = jobs[0].job.Queue
+	}
 	var left [][]byte
 	var leftInfo []*jobInfo
 	var buryErrs []error

@@ -365,7 +365,7 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	if info.duplicate {
 		return nil
 	}
-	puts, err := h.predict(pr, j)
+	puts, err := h.predict(pr, j, nil)
 	if err != nil {
 		return err
 	}
@@ -414,14 +414,29 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 }
 
 // predict fills in the predictions the cache did not have and returns the
-// cache entries to write. Its errors are poison.
-func (h *Handler) predict(pr Predictor, j *pjob) ([]cache.Entry, error) {
+// cache entries to write. fresh, when not nil, holds the predictions made
+// earlier in the same batch by normalized name: a name seen there is a cache
+// hit, as it would have been had its job come after the other. Its errors are
+// poison.
+func (h *Handler) predict(pr Predictor, j *pjob, fresh map[string]*predictor.Prediction) ([]cache.Entry, error) {
 	version := pr.Version()
 	var puts []cache.Entry
 	for i := range j.items {
 		it := &j.items[i]
 		if it.hit {
 			continue
+		}
+		if first := fresh[it.norm]; first != nil && it.norm != "" {
+			if ans, ok := cache.Answer(first, it.req.MaskName, it.norm, it.toks); ok {
+				it.pred, it.hit = ans, true
+				j.info.hits++
+				h.hits.Add(1)
+				h.misses.Add(-1)
+				if ans.Fallback {
+					j.info.fallback = true
+				}
+				continue
+			}
 		}
 		p, err := pr.PredictTokens(it.req.MaskName, it.toks)
 		if err != nil {
@@ -437,6 +452,9 @@ func (h *Handler) predict(pr Predictor, j *pjob) ([]cache.Entry, error) {
 		}
 		if it.norm != "" {
 			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p})
+			if fresh != nil && fresh[it.norm] == nil {
+				fresh[it.norm] = p
+			}
 		}
 	}
 	return puts, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -403,9 +404,10 @@ func (s *Server) returnPending(ctx context.Context) (int, error) {
 			if ctx.Err() != nil {
 				return n, ctx.Err()
 			}
-			// Oldest last in the list: LRANGE 0.. is newest first, which is the
-			// order to RPUSH so that the oldest ends up at the pop end.
-			tasks, err := s.insp.ListPendingTasks(q.Name, asynq.PageSize(100))
+			// The list comes oldest first; RPUSH the newest first, so that the
+			// oldest ends up at the pop end and runs first again. (Pending tasks
+			// are bounded by the bridge's MaxPending, well below a page.)
+			tasks, err := s.insp.ListPendingTasks(q.Name, asynq.PageSize(1000))
 			if err != nil {
 				if errors.Is(err, asynq.ErrQueueNotFound) {
 					break
@@ -413,7 +415,7 @@ func (s *Server) returnPending(ctx context.Context) (int, error) {
 				return n, fmt.Errorf("listing pending tasks of %s: %w", q.Name, err)
 			}
 			moved := 0
-			for _, t := range tasks {
+			for _, t := range slices.Backward(tasks) {
 				var raws [][]byte
 				switch t.Type {
 				case sidekiq.TaskType:

@@ -378,7 +378,11 @@ func TestChaosSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := startWorkerProc(t, bin, rs.URL)
-	time.Sleep(1500 * time.Millisecond)
+	// Mid-drain: the worker does 10,000+ jobs/s, so wait for the first
+	// callbacks rather than a fixed time.
+	for deadline := time.Now().Add(20 * time.Second); rdb.LLen(ctx, "queue:default").Val() < 2000 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	before := rdb.LLen(ctx, "queue:default").Val()
 	sent := time.Now()
 	w.signal(syscall.SIGTERM)

@@ -1,0 +1,300 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
+)
+
+// tracker records what the handler tells the Busy page and the stats.
+type tracker struct {
+	mu               sync.Mutex
+	begun, ended     int
+	processed, fails int
+}
+
+func (tr *tracker) Begin([]byte) func() {
+	tr.mu.Lock()
+	tr.begun++
+	tr.mu.Unlock()
+	return func() { tr.mu.Lock(); tr.ended++; tr.mu.Unlock() }
+}
+
+func (tr *tracker) RecordResult(failed bool) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.processed++
+	if failed {
+		tr.fails++
+	}
+}
+
+// batchJobs is a batch with one of each kind of job: plain, with an id,
+// several names with a reply, a cache hit, a poison one and a duplicate
+// delivery (its done marker is set before the run).
+func batchJobs() [][]byte {
+	return [][]byte{
+		job("b1", "3M Aura 9205+ N95"),
+		job("b2", "Honeywell DF300 N95 Small", 17),
+		job("b3", map[string]any{"mask_names": []string{"Moldex 2200 N95", "BNX H95 Medium Black"}, "reply_to": "reply:b3"}),
+		job("b4", " - , "), // no tokens: poison
+		job("b5", "3M aura 9205+ n95"),
+		job("b6", "Kimberly Clark N95 Pouch"),
+	}
+}
+
+func (e *handlerEnv) runBatch(ctx context.Context, raws [][]byte) error {
+	return e.h.ProcessTask(ctx, asynq.NewTask(sidekiq.BatchTaskType, sidekiq.EncodeBatch(raws)))
+}
+
+// snapshot is what a run left in Redis, without the timestamps.
+type snapshot struct {
+	cache     map[string]string
+	callbacks []string // args of the callback jobs, sorted
+	replies   []string
+	dead      []string // jid: error_message
+	markers   int
+}
+
+func takeSnapshot(t *testing.T, rdb *redis.Client) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	s := snapshot{cache: map[string]string{}}
+	keys, _ := rdb.Keys(ctx, "maskpredictor:prediction:*").Result()
+	for _, k := range keys {
+		s.cache[k] = rdb.Get(ctx, k).Val()
+	}
+	for _, cb := range rdb.LRange(ctx, "queue:default", 0, -1).Val() {
+		var j struct {
+			JID  string          `json:"jid"`
+			Args json.RawMessage `json:"args"`
+		}
+		if err := json.Unmarshal([]byte(cb), &j); err != nil {
+			t.Fatal(err)
+		}
+		s.callbacks = append(s.callbacks, j.JID+" "+string(j.Args))
+	}
+	slices.Sort(s.callbacks)
+	s.replies = rdb.LRange(ctx, "reply:b3", 0, -1).Val()
+	for _, d := range rdb.ZRange(ctx, "dead", 0, -1).Val() {
+		var j struct{ JID, ErrorMessage string }
+		var m map[string]any
+		_ = json.Unmarshal([]byte(d), &m)
+		j.JID, _ = m["jid"].(string)
+		j.ErrorMessage, _ = m["error_message"].(string)
+		s.dead = append(s.dead, j.JID+": "+j.ErrorMessage)
+	}
+	slices.Sort(s.dead)
+	markers, _ := rdb.Keys(ctx, "maskpredictor:done:*").Result()
+	s.markers = len(markers)
+	return s
+}
+
+// A batch task leaves exactly what its jobs run one by one leave: the same
+// cache entries, callback jobs (jids included), replies, dead-set entries
+// and done markers; and each job gets its own log line and Busy-page entry.
+func TestHandlerBatchEqualsSingleJobs(t *testing.T) {
+	ctx := context.Background()
+	raws := batchJobs()
+	dup := raws[5]
+
+	single := newHandlerEnv(t, nil)
+	for i, raw := range raws {
+		err := single.run(raw)
+		if (i == 3) != errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("single job %d: %v", i, err)
+		}
+	}
+	if err := single.run(dup); err != nil { // redelivery: no second callback
+		t.Fatal(err)
+	}
+	want := takeSnapshot(t, single.rdb)
+
+	tr := &tracker{}
+	core, logs := observer.New(zap.InfoLevel)
+	batch := newHandlerEnv(t, func(c *HandlerConfig) { c.Tracker = tr; c.Logger = zap.New(core) })
+	if err := batch.run(dup); err != nil { // delivered once before, alone
+		t.Fatal(err)
+	}
+	if err := batch.runBatch(ctx, raws); err != nil {
+		t.Fatalf("batch: %v", err)
+	}
+	got := takeSnapshot(t, batch.rdb)
+	if len(want.cache) != 5 || len(want.callbacks) != 6 || len(want.replies) != 2 || len(want.dead) != 1 || want.markers != 5 {
+		t.Fatalf("single-job runs left %d cache entries, %d callbacks, %d replies, %d dead, %d markers; the test expects 5, 6, 2, 1, 5",
+			len(want.cache), len(want.callbacks), len(want.replies), len(want.dead), want.markers)
+	}
+	switch {
+	case !maps.Equal(got.cache, want.cache):
+		t.Errorf("cache entries differ:\nbatch  %v\nsingle %v", got.cache, want.cache)
+	case !slices.Equal(got.callbacks, want.callbacks):
+		t.Errorf("callbacks differ:\nbatch  %q\nsingle %q", got.callbacks, want.callbacks)
+	case !slices.Equal(got.replies, want.replies):
+		t.Errorf("replies differ:\nbatch  %q\nsingle %q", got.replies, want.replies)
+	case !slices.Equal(got.dead, want.dead):
+		t.Errorf("dead set differs:\nbatch  %q\nsingle %q", got.dead, want.dead)
+	case got.markers != want.markers:
+		t.Errorf("%d done markers, single jobs left %d", got.markers, want.markers)
+	}
+
+	if tr.begun != 6 || tr.ended != 6 || tr.processed != 6 || tr.fails != 1 {
+		t.Errorf("tracker %+v, want 6 jobs begun and ended, 6 processed, 1 failed", tr)
+	}
+	lines := logs.FilterMessage("job").All()
+	var seen []string
+	for _, l := range lines {
+		f := l.ContextMap()
+		seen = append(seen, f["jid"].(string)+"="+f["outcome"].(string))
+	}
+	wantLines := []string{"b1=ok", "b2=ok", "b3=ok", "b4=dead", "b5=ok", "b6=ok"}
+	if !slices.Equal(seen, wantLines) {
+		t.Errorf("log lines %v, want one per job %v", seen, wantLines)
+	}
+	if f := lines[len(lines)-1].ContextMap(); f["duplicate_delivery"] != true {
+		t.Errorf("the redelivered job's line does not say so: %v", f)
+	}
+	if f := lines[4].ContextMap(); f["cache_hit"] != true {
+		t.Errorf("b5 (same name as b1) was not a cache hit: %v", f)
+	}
+}
+
+// failMulti makes every MULTI that sets a done marker (the write-back) fail
+// with an error reply, as a Redis error would (not a lost connection, which
+// the handler waits out).
+type failMulti struct{}
+
+type errorReply string
+
+func (e errorReply) Error() string { return string(e) }
+func (errorReply) RedisError()     {}
+
+func (failMulti) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (failMulti) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (failMulti) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		marker := slices.ContainsFunc(cmds, func(c redis.Cmder) bool {
+			return c.Name() == "set" && strings.HasPrefix(c.Args()[1].(string), "maskpredictor:done:")
+		})
+		if len(cmds) > 0 && cmds[0].Name() == "multi" && marker {
+			err := errorReply("ERR injected failure of the write-back")
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A batch whose write-back fails hands the jobs that are not done to asynq
+// one by one (Split) and ends without error; poison and already-done jobs
+// are not among them. If the split fails too, the batch is retried whole.
+func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
+	ctx := context.Background()
+	raws := batchJobs()
+	var splitQueue string
+	var split [][]byte
+	var splitErr error
+	tr := &tracker{}
+	core, logs := observer.New(zap.InfoLevel)
+	e := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Tracker = tr
+		c.Logger = zap.New(core)
+		c.Split = func(_ context.Context, q string, r [][]byte) error {
+			splitQueue, split = q, r
+			return splitErr
+		}
+	})
+	if err := e.run(raws[5]); err != nil { // b6 is done before the batch
+		t.Fatal(err)
+	}
+	e.rdb.AddHook(failMulti{})
+	qctx := ctx // outside asynq there is no queue name: the jobs' own is used
+	if err := e.runBatch(qctx, raws); err != nil {
+		t.Fatalf("batch with a failing write-back: %v, want nil after the split", err)
+	}
+	want := [][]byte{raws[0], raws[1], raws[2], raws[4]}
+	if splitQueue != "mask_predictions" || !slices.EqualFunc(split, want, func(a, b []byte) bool { return string(a) == string(b) }) {
+		t.Errorf("split into %s: %q, want b1, b2, b3, b5", splitQueue, split)
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 { // b6's, from before
+		t.Errorf("%d callbacks, want only the one from before the batch", n)
+	}
+	var outcomes []string
+	for _, l := range logs.FilterMessage("job").All() { // the single run before has no middleware, no line
+		outcomes = append(outcomes, l.ContextMap()["outcome"].(string))
+	}
+	if !slices.Equal(outcomes, []string{"split", "split", "split", "dead", "split", "ok"}) {
+		t.Errorf("outcomes %v", outcomes)
+	}
+	if tr.processed != 2 || tr.fails != 1 {
+		t.Errorf("tracker %+v: split jobs must be counted by their own tasks only", tr)
+	}
+
+	splitErr = errors.New("asynq unreachable")
+	err := e.runBatch(qctx, raws)
+	if err == nil || errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "splitting the batch failed") {
+		t.Errorf("batch whose split fails: %v, want an error asynq retries", err)
+	}
+}
+
+func TestHandlerBatchUndecodable(t *testing.T) {
+	e := newHandlerEnv(t, nil)
+	err := e.h.ProcessTask(context.Background(), asynq.NewTask(sidekiq.BatchTaskType, []byte("mpbatch1\n5:{}\n")))
+	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, sidekiq.ErrBatchFormat) {
+		t.Errorf("undecodable batch: %v, want SkipRetry (archived, visible in asynqmon)", err)
+	}
+}
+
+// On shutdown, pending batch tasks go back to their Sidekiq queue as their
+// jobs, exact bytes, in order (the oldest at the pop end).
+func TestReturnPendingUnpacksBatches(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, nil)
+	srv, err := New(Config{Redis: e.rdb, Handler: HandlerConfig{Predictor: CRFPredictor(e.crf)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.insp.Close()
+	c := asynq.NewClientFromRedisClient(e.rdb)
+	raws := batchJobs()
+	for _, task := range []*asynq.Task{
+		asynq.NewTask(sidekiq.BatchTaskType, sidekiq.EncodeBatch(raws[:3])),
+		asynq.NewTask(sidekiq.TaskType, raws[3]),
+		asynq.NewTask(sidekiq.BatchTaskType, sidekiq.EncodeBatch(raws[4:])),
+	} {
+		if _, err := c.Enqueue(task, asynq.Queue("mask_predictions")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := srv.returnPending(ctx)
+	if err != nil || n != 6 {
+		t.Fatalf("returned %d jobs (%v), want 6", n, err)
+	}
+	// Sidekiq pops from the right: the list read right to left is the order
+	// the jobs will run in again.
+	got := e.rdb.LRange(ctx, "queue:mask_predictions", 0, -1).Val()
+	slices.Reverse(got)
+	var want []string
+	for _, r := range raws {
+		want = append(want, string(r))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("queue after returning, pop order:\n%q\nwant\n%q", got, want)
+	}
+	if p := e.rdb.LLen(ctx, "asynq:{mask_predictions}:pending").Val(); p != 0 {
+		t.Errorf("%d tasks still pending in asynq", p)
+	}
+}
