@@ -88,6 +88,7 @@ func TestBridgeBatchesJobs(t *testing.T) {
 	}
 	withPoison := slices.Clone(payloads)
 	withPoison = slices.Insert(withPoison, 7, `{"class":"MaskPredictionJob","args":[],"jid":"poison"}`)
+	withPoison = slices.Insert(withPoison, 12, payloads[10]) // the same delivery twice: dropped
 	pushRaw(t, rdb, testQueue, withPoison...)
 	cfg := testBridgeConfig(t, rdb)
 	cfg.JobsPerTask = 5
@@ -96,8 +97,8 @@ func TestBridgeBatchesJobs(t *testing.T) {
 	b := startBridge(t, cfg)
 	waitFor(t, 10*time.Second, "all jobs transferred", func() bool { return b.Stats().Transferred == n })
 
-	if st := b.Stats(); st.Tasks != 5 || st.Poison != 1 || st.Duplicates != 0 {
-		t.Errorf("stats %+v, want 23 jobs in 5 tasks (5+5+5+5+3), 1 poison", st)
+	if st := b.Stats(); st.Tasks != 5 || st.Poison != 1 || st.Duplicates != 1 {
+		t.Errorf("stats %+v, want 23 jobs in 5 tasks (5+5+5+5+3), 1 poison, 1 duplicate", st)
 	}
 	// asynq LPUSHes pending ids: reversed, the list is the transfer order.
 	ids, _ := rdb.LRange(ctx, asynqPendingKey(testQueue), 0, -1).Result()

@@ -733,6 +733,7 @@ func (b *Bridge) transferAll(ctx context.Context, q string, items []string) erro
 	var firstErr error
 	var group []*Job
 	var groupRaw []string
+	seen := map[string]bool{}
 	flush := func() error {
 		if len(group) == 0 {
 			return nil
@@ -753,6 +754,18 @@ func (b *Bridge) transferAll(ctx context.Context, q string, items []string) erro
 		if job == nil { // poison, now in the dead set
 			done = append(done, raw)
 			continue
+		}
+		if b.cfg.JobsPerTask > 1 {
+			// The same delivery twice (pushed twice with the same bytes): as single
+			// tasks the second would be a TaskID conflict; in a batch it must be
+			// dropped here, or both copies would write back in one MULTI.
+			id := job.TaskID()
+			if seen[id] {
+				b.duplicates.Add(1)
+				done = append(done, raw)
+				continue
+			}
+			seen[id] = true
 		}
 		group, groupRaw = append(group, job), append(groupRaw, raw)
 		if len(group) >= b.cfg.JobsPerTask {
