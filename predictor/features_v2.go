@@ -11,33 +11,55 @@ import (
 // can be switched off, for the ablation; the registered "v2" is the chosen set.
 // Tried and left out because they did not help: 4-character affixes, a
 // digit-and-letter flag, and the rule predictor's label as an attribute.
+//
+// v3 is v2 plus two parts: membership of the token and its neighbours in
+// the brand lexicon (brand_lexicon.txt, public knowledge, not the training
+// data), and the first word of the name as an attribute of every later
+// token. v2 computes exactly what it did before v3 existed, so v2 model files
+// keep their meaning; v3 is what `make model` trains.
 type v2 struct {
 	name      string
 	shape     bool // token.shape:Xx9 (collapsed character classes)
 	window2   bool // prev2.token.lower / next2.token.lower
 	fromEnd   bool // position.rindex:0|1|2|3+
 	vocab     bool // vocab:<label> of the token, prev.vocab / next.vocab
+	brands    bool // token.brandlex, prev.brandlex, next.brandlex
+	firstWord bool // first.lower:<first token> on tokens after the first
 	vocabular *Vocabulary
+	brandLex  *BrandLexicon
+	fixed     []string
 }
 
 func init() {
 	registerFeatureSet(newV2("v2", v2Parts{shape: true, window2: true, fromEnd: true, vocab: true}))
+	registerFeatureSet(newV2("v3", v2Parts{shape: true, window2: true, fromEnd: true, vocab: true, brands: true, firstWord: true}))
 }
 
-type v2Parts struct{ shape, window2, fromEnd, vocab bool }
+type v2Parts struct{ shape, window2, fromEnd, vocab, brands, firstWord bool }
 
 func newV2(name string, p v2Parts) *v2 {
-	return &v2{name: name, shape: p.shape, window2: p.window2, fromEnd: p.fromEnd, vocab: p.vocab,
-		vocabular: DefaultVocabulary()}
+	f := &v2{name: name, shape: p.shape, window2: p.window2, fromEnd: p.fromEnd, vocab: p.vocab,
+		brands: p.brands, firstWord: p.firstWord, vocabular: DefaultVocabulary(), fixed: v2Fixed}
+	if p.brands {
+		f.brandLex = DefaultBrandLexicon()
+		f.fixed = v3Fixed
+	}
+	return f
 }
 
 func (f *v2) Name() string { return f.name }
 
-// v2 fixed attributes continue v1's.
+// v2 fixed attributes continue v1's, v3's continue v2's.
 const (
 	fBOS2 = numV1Fixed + iota
 	fEOS2
 	numV2Fixed
+)
+
+const (
+	fBrandLex = numV2Fixed + iota
+	fPrevBrandLex
+	fNextBrandLex
 )
 
 var v2Fixed = func() []string {
@@ -45,7 +67,9 @@ var v2Fixed = func() []string {
 	return append(names, "BOS2", "EOS2")
 }()
 
-func (f *v2) FixedNames() []string { return v2Fixed }
+var v3Fixed = append(v2Fixed[:numV2Fixed:numV2Fixed], "token.brandlex", "prev.brandlex", "next.brandlex")
+
+func (f *v2) FixedNames() []string { return f.fixed }
 
 func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 	sc.prepare(toks)
@@ -63,6 +87,17 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 			return ""
 		}
 		return sc.vocab[i]
+	}
+	// inBrand[i]: token i is part of a lexicon brand. Names of up to 32
+	// tokens need no allocation.
+	var inBrandBuf [32]bool
+	var inBrand []bool
+	if f.brands {
+		inBrand = inBrandBuf[:0]
+		for range toks {
+			inBrand = append(inBrand, false)
+		}
+		f.brandLex.mark(sc, inBrand)
 	}
 	var vocabLabels [3]string
 	for i, tok := range toks {
@@ -98,6 +133,20 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 					e.strS(key, vocabLabels[k])
 				}
 			}
+		}
+		if f.brands {
+			if inBrand[i] {
+				e.num(fBrandLex, 1)
+			}
+			if i > 0 && inBrand[i-1] {
+				e.num(fPrevBrandLex, 1)
+			}
+			if i < n-1 && inBrand[i+1] {
+				e.num(fNextBrandLex, 1)
+			}
+		}
+		if f.firstWord && i > 0 {
+			e.str("first.lower", sc.lowerOf(&sc.info[0]))
 		}
 		sink.EndToken()
 	}
