@@ -16,7 +16,7 @@ import (
 )
 
 // DefaultJobsPerTask is the Server's default for Bridge.JobsPerTask.
-const DefaultJobsPerTask = 10
+const DefaultJobsPerTask = 20
 
 // Config configures a Server. WithDefaults fills unset fields; New validates.
 type Config struct {
