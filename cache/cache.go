@@ -206,6 +206,11 @@ func (c *Cache) Put(ctx context.Context, normalized string, p *predictor.Predict
 type Entry struct {
 	Normalized string
 	Prediction *predictor.Prediction
+	// JSON, when set, is Prediction.AppendJSON's output, which the caller
+	// already has (the worker writes the same bytes into callback jobs): it
+	// is stored as is instead of encoding the prediction again. It must not
+	// be modified until the write is done.
+	JSON []byte
 }
 
 // PutMany stores entries in one pipelined round trip.
@@ -229,13 +234,15 @@ func (c *Cache) PutMany(ctx context.Context, entries []Entry) error {
 // AddPuts queues the SETs of entries on pipe, so a caller can send them
 // in the same round trip as its own commands.
 func (c *Cache) AddPuts(ctx context.Context, pipe redis.Pipeliner, entries []Entry) error {
-	var buf []byte
 	for i, e := range entries {
 		if e.Normalized == "" {
 			return fmt.Errorf("entry %d: %w", i, ErrEmptyName)
 		}
-		buf = e.Prediction.AppendJSON(buf[:0])
-		pipe.Set(ctx, c.Key(e.Normalized), string(buf), c.cfg.TTL)
+		val := e.JSON
+		if val == nil {
+			val = e.Prediction.AppendJSON(nil)
+		}
+		pipe.Set(ctx, c.Key(e.Normalized), val, c.cfg.TTL)
 	}
 	return nil
 }

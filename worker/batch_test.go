@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
@@ -296,5 +298,28 @@ func TestReturnPendingUnpacksBatches(t *testing.T) {
 	}
 	if p := e.rdb.LLen(ctx, "asynq:{mask_predictions}:pending").Val(); p != 0 {
 		t.Errorf("%d tasks still pending in asynq", p)
+	}
+}
+
+// BenchmarkHandlerBatch: one batch task of 20 distinct-name jobs with a
+// callback, against a real redis-server (the per-job figure is ns/op / 20).
+func BenchmarkHandlerBatch(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	rdb := srv.Client()
+	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(defaultCRF(b)), CallbackClass: "MaskPredictionCallbackJob"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	names := []string{"3M Aura 9205+ N95", "Honeywell DF300 N95 Small", "Moldex 2200 N95", "BNX H95 Medium Black", "Kimberly Clark N95 Pouch"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		raws := make([][]byte, 20)
+		for k := range raws {
+			raws[k] = job(fmt.Sprintf("j%d-%d", i, k), fmt.Sprintf("%s v%d", names[k%len(names)], i*20+k))
+		}
+		if err := h.ProcessTask(ctx, asynq.NewTask(sidekiq.BatchTaskType, sidekiq.EncodeBatch(raws))); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -229,6 +229,7 @@ type item struct {
 	toks  []string
 	norm  string
 	pred  *predictor.Prediction
+	json  []byte // pred.AppendJSON, encoded once for the cache and the write-back
 	hit   bool
 	store bool // a cache write is due
 }
@@ -338,6 +339,11 @@ func retrySetting(raw []byte) (limit int, discard bool) {
 		return max(int(n), 0), discard
 	}
 }
+
+// jsonSizeHint is the buffer size a prediction's JSON is encoded into: a
+// typical one (eight tokens) is 600–900 bytes; fewer reallocations, less
+// garbage.
+const jsonSizeHint = 1024
 
 // pjob is one Sidekiq job on its way through the handler.
 type pjob struct {
@@ -451,7 +457,8 @@ func (h *Handler) predict(pr Predictor, j *pjob, fresh map[string]*predictor.Pre
 			j.info.fallback = true
 		}
 		if it.norm != "" {
-			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p})
+			it.json = p.AppendJSON(make([]byte, 0, jsonSizeHint))
+			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p, JSON: it.json})
 			if fresh != nil && fresh[it.norm] == nil {
 				fresh[it.norm] = p
 			}
@@ -546,6 +553,7 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 // skipped; written ones are marked ok.
 func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) error {
 	var callbacks []any
+	var cbuf []byte
 	var marked []*pjob
 	type reply struct {
 		key  string
@@ -558,21 +566,29 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 			continue
 		}
 		marked = append(marked, j)
-		encoded := make([][]byte, len(j.items))
-		for i, it := range j.items {
-			encoded[i] = it.pred.AppendJSON(make([]byte, 0, 512))
+		for i := range j.items {
+			if it := &j.items[i]; it.json == nil {
+				it.json = it.pred.AppendJSON(make([]byte, 0, jsonSizeHint))
+			}
 		}
 		if h.cfg.CallbackClass != "" {
+			if cbuf == nil {
+				cbuf = make([]byte, 0, len(jobs)*len(j.items)*(jsonSizeHint+256))
+			}
 			delivery := sidekiq.DeliveryID(j.job.JID, j.job.Raw)
 			for i, it := range j.items {
-				callbacks = append(callbacks, appendCallbackJob(make([]byte, 0, len(encoded[i])+256), h.cfg.CallbackQueue, h.cfg.CallbackClass,
-					callbackJID(delivery, i), now, j.job.JID, it.req.MaskID, it.req.MaskName, encoded[i]))
+				// One buffer for all callbacks of the write: a slice taken before
+				// the buffer grows keeps pointing at the old array, still valid.
+				start := len(cbuf)
+				cbuf = appendCallbackJob(cbuf, h.cfg.CallbackQueue, h.cfg.CallbackClass,
+					callbackJID(delivery, i), now, j.job.JID, it.req.MaskID, it.req.MaskName, it.json)
+				callbacks = append(callbacks, cbuf[start:len(cbuf):len(cbuf)])
 			}
 		}
 		if j.replyTo != "" {
-			vals := make([]any, len(encoded))
-			for i, b := range encoded {
-				vals[i] = b
+			vals := make([]any, len(j.items))
+			for i, it := range j.items {
+				vals[i] = it.json
 			}
 			replies = append(replies, reply{j.replyTo, vals})
 		}
