@@ -1,9 +1,11 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -15,16 +17,23 @@ import (
 )
 
 // processBatch handles a task carrying several Sidekiq jobs
-// (sidekiq.BatchTaskType): one cache lookup and one write for all of them,
-// and otherwise every job as if it had come alone: its own poison check and
-// dead-set entry, done marker, callback and reply, log line and Busy-page
-// entry.
+// (sidekiq.BatchTaskType): one cache lookup and one write-back for all of
+// them, and otherwise every job as if it had come alone: its own done
+// marker, callback and reply, log line and Busy-page entry.
 //
-// A transient failure (Redis) splits the batch: the jobs not yet written are
-// handed to asynq as single-job tasks (HandlerConfig.Split), which retry with
-// their own retry setting, and the batch ends. Only if that fails too (Redis
-// still unreachable) is the batch retried whole; finished jobs then find
-// their done markers.
+// Whatever cannot be finished here is handed to asynq as single-job tasks
+// (HandlerConfig.Split, under the jobs' delivery ids, so a batch that runs
+// again cannot hand a job over twice), where the single-job path takes over:
+//   - a job that can never succeed, which its own task then sends to the
+//     dead set, exactly once;
+//   - on a transient failure (Redis) or when the task's deadline passes,
+//     the jobs not yet written, which then retry with Sidekiq's backoff and
+//     their own retry setting; a job whose setting allows no retry ends here
+//     instead (dead set, or nothing for "retry": false), as in Sidekiq.
+//
+// Only if the hand-over fails too (Redis still unreachable) is the batch
+// retried whole; jobs already written then find their done markers. On
+// shutdown, asynq requeues the batch as it is.
 func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 	raws, err := sidekiq.DecodeBatch(t.Payload())
 	if err != nil {
@@ -52,20 +61,17 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		}
 	}()
 
-	errs := make([]error, len(raws))
+	poison := make([]error, len(raws)) // the reason a job can never succeed
 	var jobs []*pjob
-	var jobRaw [][]byte
 	for i, raw := range raws {
 		j, err := h.prepare(raw, infos[i])
 		if err != nil {
-			errs[i] = h.bury(ctx, raw, infos[i], err)
+			poison[i] = err
 			continue
 		}
 		j.index = i
 		jobs = append(jobs, j)
-		jobRaw = append(jobRaw, raw)
 	}
-
 	var failure error
 	if len(jobs) > 0 {
 		pr := h.pin()
@@ -79,9 +85,9 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 					continue
 				}
 				p, err := h.predict(pr, j, fresh)
-				if err != nil { // poison: this job only
-					j.ok = true
-					errs[j.index] = h.bury(ctx, j.job.Raw, j.info, err)
+				if err != nil {
+					poison[j.index] = err
+					j.ok = true // not to be written; handed over below
 					continue
 				}
 				puts = append(puts, p...)
@@ -90,76 +96,122 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 			failure = h.write(ctx, live, puts)
 		}
 	}
-
-	// What could not be finished here: jobs not written, and poison jobs whose
-	// dead-set write failed.
 	if queue == "" && len(jobs) > 0 {
 		queue = jobs[0].job.Queue
 	}
-	var left [][]byte
-	var leftInfo []*jobInfo
-	var buryErrs []error
-	for k, j := range jobs {
+
+	// What is left: poison jobs, and jobs not written.
+	left := make([]bool, len(raws))
+	for i := range raws {
+		left[i] = poison[i] != nil
+	}
+	for _, j := range jobs {
 		if !j.ok {
-			left, leftInfo = append(left, jobRaw[k]), append(leftInfo, j.info)
+			left[j.index] = true
 		}
 	}
-	for i, info := range infos {
-		if info.outcome == "retry" && errs[i] != nil {
-			left, leftInfo = append(left, raws[i]), append(leftInfo, info)
-			buryErrs = append(buryErrs, errs[i])
-		}
-	}
-	var result error
-	if len(left) > 0 {
-		if failure == nil {
-			failure = errors.Join(buryErrs...)
-		}
-		switch {
-		case ctx.Err() != nil:
-			// Shutdown or timeout: asynq requeues the batch; finished jobs find
-			// their done markers when it runs again.
-			result = failure
-			setOutcome(leftInfo, "interrupted", failure)
-		case h.cfg.Split == nil:
-			result = failure
-			setOutcome(leftInfo, "retry", failure)
-		default:
-			if serr := h.cfg.Split(ctx, queue, left); serr != nil {
-				result = fmt.Errorf("%w (and splitting the batch failed: %w)", failure, serr)
-				setOutcome(leftInfo, "retry", result)
-			} else {
-				setOutcome(leftInfo, "split", failure)
-			}
-		}
-	}
+	result := h.handOver(ctx, queue, raws, infos, left, poison, failure)
 
 	d := time.Since(start)
-	for i, info := range infos {
+	for _, info := range infos {
 		if info.outcome == "" {
 			info.outcome = "ok"
 		}
 		var jerr error
-		switch info.outcome {
-		case "ok":
-		case "split", "retry", "interrupted":
+		if info.outcome != "ok" {
 			jerr = info.err
-		default:
-			jerr = errs[i]
 		}
 		writeJobLine(h.log, info, d, jerr)
-		if h.cfg.Tracker != nil && info.outcome != "interrupted" && info.outcome != "split" {
-			h.cfg.Tracker.RecordResult(info.outcome != "ok")
+		switch info.outcome {
+		case "split", "interrupted", "retry": // counted when they run again
+		default:
+			if h.cfg.Tracker != nil {
+				h.cfg.Tracker.RecordResult(info.outcome != "ok")
+			}
 		}
 	}
 	return result
 }
 
-func setOutcome(infos []*jobInfo, outcome string, err error) {
-	for _, info := range infos {
-		info.outcome = outcome
-		if info.err == nil {
-			info.err = err
+// handOver deals with the jobs of a batch marked in left (see
+// processBatch) and returns the batch task's result.
+func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, infos []*jobInfo, left []bool, poison []error, failure error) error {
+	if !slices.Contains(left, true) {
+		return nil
+	}
+	for i, l := range left {
+		if l {
+			infos[i].err = cmp.Or(poison[i], failure)
+		}
+	}
+	interrupted := ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
+	switch {
+	case failure != nil && interrupted:
+		// Shutdown: asynq requeues the batch, which runs again whole.
+		setLeftOutcome(infos, left, "interrupted")
+		return failure
+	case h.cfg.Split == nil:
+		// No single-job tasks to hand over to: bury poison jobs here, retry
+		// the rest with the batch.
+		for i, l := range left {
+			if l && poison[i] != nil {
+				left[i] = false
+				if err := h.bury(ctx, raws[i], infos[i], poison[i]); !errors.Is(err, asynq.SkipRetry) {
+					left[i], infos[i].err = true, err
+					failure = cmp.Or(failure, err)
+				}
+			}
+		}
+		setLeftOutcome(infos, left, "retry")
+		return failure
+	}
+	hctx := ctx
+	if ctx.Err() != nil { // the deadline passed: hand over in a short time of our own
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+	}
+	var hand [][]byte
+	for i, l := range left {
+		if !l {
+			continue
+		}
+		if poison[i] == nil {
+			// A failure of the job's own: with no retry allowed it ends now.
+			if limit, discard := retrySetting(raws[i]); limit == 0 {
+				if h.exhaust(hctx, raws[i], infos[i], failure, 0, discard) {
+					left[i] = false
+					continue
+				}
+			}
+		}
+		hand = append(hand, raws[i])
+	}
+	if len(hand) == 0 {
+		return nil
+	}
+	if err := h.cfg.Split(hctx, queue, hand); err != nil {
+		err = fmt.Errorf("%w (and handing the batch's jobs over as single tasks failed: %w)", cmp.Or(failure, errBatchPoison), err)
+		setLeftOutcome(infos, left, "retry")
+		for i, l := range left {
+			if l {
+				infos[i].err = err
+			}
+		}
+		return err
+	}
+	setLeftOutcome(infos, left, "split")
+	return nil
+}
+
+// errBatchPoison is the batch's error when only poison jobs could not be
+// handed over.
+var errBatchPoison = errors.New("poison jobs of the batch not yet in the dead set")
+
+func setLeftOutcome(infos []*jobInfo, left []bool, outcome string) {
+	for i, l := range left {
+		if l {
+			infos[i].outcome = outcome
 		}
 	}
 }

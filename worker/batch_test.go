@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -172,37 +173,38 @@ func TestHandlerBatchEqualsSingleJobs(t *testing.T) {
 	}
 }
 
-// failMulti makes every MULTI that sets a done marker (the write-back) fail
-// with an error reply, as a Redis error would (not a lost connection, which
-// the handler waits out).
-type failMulti struct{}
+// failWriteBack makes the write-back script fail with an error reply, as a
+// Redis error would (not a lost connection, which the handler waits out).
+type failWriteBack struct{}
 
 type errorReply string
 
 func (e errorReply) Error() string { return string(e) }
 func (errorReply) RedisError()     {}
 
-func (failMulti) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (failMulti) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (failMulti) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		marker := slices.ContainsFunc(cmds, func(c redis.Cmder) bool {
-			return c.Name() == "set" && strings.HasPrefix(c.Args()[1].(string), "maskpredictor:done:")
-		})
-		if len(cmds) > 0 && cmds[0].Name() == "multi" && marker {
-			err := errorReply("ERR injected failure of the write-back")
-			for _, c := range cmds {
-				c.SetErr(err)
+func (failWriteBack) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (failWriteBack) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			for _, a := range cmd.Args() {
+				if s, ok := a.(string); ok && strings.HasPrefix(s, "maskpredictor:done:") {
+					err := errorReply("ERR injected failure of the write-back")
+					cmd.SetErr(err)
+					return err
+				}
 			}
-			return err
 		}
-		return next(ctx, cmds)
+		return next(ctx, cmd)
 	}
 }
+func (failWriteBack) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
 
-// A batch whose write-back fails hands the jobs that are not done to asynq
-// one by one (Split) and ends without error; poison and already-done jobs
-// are not among them. If the split fails too, the batch is retried whole.
+// A batch whose write-back fails hands the jobs that are not done, and the
+// poison ones, to asynq one by one (Split) and ends without error; jobs
+// already done are not among them. If the split fails too, the batch is
+// retried whole.
 func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	ctx := context.Background()
 	raws := batchJobs()
@@ -222,14 +224,18 @@ func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	if err := e.run(raws[5]); err != nil { // b6 is done before the batch
 		t.Fatal(err)
 	}
-	e.rdb.AddHook(failMulti{})
+	e.rdb.AddHook(failWriteBack{})
 	qctx := ctx // outside asynq there is no queue name: the jobs' own is used
 	if err := e.runBatch(qctx, raws); err != nil {
 		t.Fatalf("batch with a failing write-back: %v, want nil after the split", err)
 	}
-	want := [][]byte{raws[0], raws[1], raws[2], raws[4]}
+	// The poison job too: its own task sends it to the dead set, once.
+	want := [][]byte{raws[0], raws[1], raws[2], raws[3], raws[4]}
 	if splitQueue != "mask_predictions" || !slices.EqualFunc(split, want, func(a, b []byte) bool { return string(a) == string(b) }) {
-		t.Errorf("split into %s: %q, want b1, b2, b3, b5", splitQueue, split)
+		t.Errorf("split into %s: %q, want b1–b5", splitQueue, split)
+	}
+	if n := e.rdb.ZCard(ctx, "dead").Val(); n != 0 {
+		t.Errorf("the batch wrote %d dead-set entries itself", n)
 	}
 	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 { // b6's, from before
 		t.Errorf("%d callbacks, want only the one from before the batch", n)
@@ -238,16 +244,16 @@ func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	for _, l := range logs.FilterMessage("job").All() { // the single run before has no middleware, no line
 		outcomes = append(outcomes, l.ContextMap()["outcome"].(string))
 	}
-	if !slices.Equal(outcomes, []string{"split", "split", "split", "dead", "split", "ok"}) {
+	if !slices.Equal(outcomes, []string{"split", "split", "split", "split", "split", "ok"}) {
 		t.Errorf("outcomes %v", outcomes)
 	}
-	if tr.processed != 2 || tr.fails != 1 {
+	if tr.processed != 1 || tr.fails != 0 {
 		t.Errorf("tracker %+v: split jobs must be counted by their own tasks only", tr)
 	}
 
 	splitErr = errors.New("asynq unreachable")
 	err := e.runBatch(qctx, raws)
-	if err == nil || errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "splitting the batch failed") {
+	if err == nil || errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "handing the batch's jobs over as single tasks failed") {
 		t.Errorf("batch whose split fails: %v, want an error asynq retries", err)
 	}
 }
@@ -321,5 +327,102 @@ func BenchmarkHandlerBatch(b *testing.B) {
 		if err := h.ProcessTask(ctx, asynq.NewTask(sidekiq.BatchTaskType, sidekiq.EncodeBatch(raws))); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A job whose retry setting allows no retry ends with the batch's failure,
+// as it would alone: "retry": 0 in the dead set, "retry": false nowhere;
+// it is not handed over for a second attempt.
+func TestHandlerBatchFailureEndsNoRetryJobs(t *testing.T) {
+	ctx := context.Background()
+	var split [][]byte
+	e := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Split = func(_ context.Context, _ string, r [][]byte) error { split = r; return nil }
+	})
+	e.rdb.AddHook(failWriteBack{})
+	noRetry := []byte(strings.Replace(string(job("r0", "3M Aura")), `"retry":true`, `"retry":0`, 1))
+	discard := []byte(strings.Replace(string(job("rf", "3M Aura")), `"retry":true`, `"retry":false`, 1))
+	normal := job("r25", "3M Aura")
+	if err := e.runBatch(ctx, [][]byte{noRetry, discard, normal}); err != nil {
+		t.Fatal(err)
+	}
+	if len(split) != 1 || string(split[0]) != string(normal) {
+		t.Errorf("handed over %q, want only the job that may retry", split)
+	}
+	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
+	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"r0"`) || !strings.Contains(dead[0], ErrorClassExhausted) ||
+		!strings.Contains(dead[0], "failed 1 times") {
+		t.Errorf("dead set %v, want r0 alone, exhausted after 1 failure", dead)
+	}
+}
+
+// The same delivery in two batches running at the same time (a regrouped
+// crash recovery, a job pushed twice with the same bytes): its callback is
+// written once, and the other jobs' write-backs are not lost.
+func TestHandlerConcurrentDuplicateDeliveries(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, nil)
+	const rounds = 60
+	for r := range rounds {
+		x := job(fmt.Sprintf("x%d", r), fmt.Sprintf("3M Aura 9205+ N95 r%d", r))
+		a := job(fmt.Sprintf("a%d", r), fmt.Sprintf("Moldex 2200 N95 r%d", r))
+		b := job(fmt.Sprintf("b%d", r), fmt.Sprintf("BNX H95 Medium r%d", r))
+		var wg sync.WaitGroup
+		for _, batch := range [][][]byte{{x, a}, {x, b}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := e.runBatch(ctx, batch); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	counts := map[string]int{}
+	for _, cb := range e.rdb.LRange(ctx, "queue:default", 0, -1).Val() {
+		var j struct {
+			Args []struct{ JID string } `json:"args"`
+		}
+		if err := json.Unmarshal([]byte(cb), &j); err != nil {
+			t.Fatal(err)
+		}
+		counts[j.Args[0].JID]++
+	}
+	for r := range rounds {
+		for _, id := range []string{"x", "a", "b"} {
+			if n := counts[fmt.Sprintf("%s%d", id, r)]; n != 1 {
+				t.Errorf("round %d: %d callbacks for %s%d, want 1", r, n, id, r)
+			}
+		}
+	}
+}
+
+// Past its deadline a batch hands its unfinished jobs over (the deadline is
+// the batch's, not theirs); on shutdown (cancelled) asynq requeues it whole.
+func TestHandlerBatchDeadlineAndShutdown(t *testing.T) {
+	var split [][]byte
+	var splitCtxErr error
+	e := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Split = func(ctx context.Context, _ string, r [][]byte) error { split, splitCtxErr = r, ctx.Err(); return nil }
+	})
+	raws := batchJobs()[:3]
+	dctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if err := e.runBatch(dctx, raws); err != nil {
+		t.Errorf("batch past its deadline: %v, want nil after handing over", err)
+	}
+	if len(split) != 3 || splitCtxErr != nil {
+		t.Errorf("handed over %d jobs with a context error %v, want 3 with a live context", len(split), splitCtxErr)
+	}
+
+	split = nil
+	sctx, stop := context.WithCancel(context.Background())
+	stop()
+	if err := e.runBatch(sctx, raws); err == nil || errors.Is(err, asynq.SkipRetry) {
+		t.Errorf("batch at shutdown: %v, want an error (asynq requeues it)", err)
+	}
+	if split != nil {
+		t.Errorf("batch at shutdown handed over %d jobs", len(split))
 	}
 }

@@ -14,7 +14,7 @@ import (
 // second timestamps, so any Sidekiq ≥ 6 runs it).
 //
 // The handler builds callbacks itself instead of calling Client.Push
-// because it must queue them in the same MULTI as the cache entries and the
+// because it must queue them in the same atomic write as the cache entries and the
 // write-back marker: that makes a callback exactly-once under redelivery
 // (Push runs its own MULTI, so a crash between the two pushed it twice) and
 // saves a round trip per job. worker/sidekiq has no pipelined push yet; a

@@ -267,20 +267,32 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		info.outcome = "retry"
 		return err
 	}
+	if !h.exhaust(context.WithoutCancel(ctx), raw, info, err, retried, discard) {
+		info.outcome = "dead"
+		h.log.Error("could not write an exhausted job to the dead set; it stays in asynq's archive",
+			zap.String("jid", info.jid), zap.Error(info.err), zap.NamedError("job_error", err))
+	}
+	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+}
+
+// exhaust ends a job whose retries are used up, as Sidekiq does: into the
+// dead set, or, with "retry": false or "dead": false, nowhere. It reports
+// whether that happened; on false (the dead-set write failed) info.err says
+// why.
+func (h *Handler) exhaust(ctx context.Context, raw []byte, info *jobInfo, err error, retried int, discard bool) bool {
 	if discard {
-		info.outcome = "discarded" // "retry": false or "dead": false: no trace, as in Sidekiq
+		info.outcome = "discarded" // no trace, as in Sidekiq
 		h.log.Warn("job failed and its retry setting keeps it out of the dead set", zap.String("jid", info.jid), zap.Error(err))
-		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+		return true
 	}
 	msg := fmt.Sprintf("failed %d times, last: %v", retried+1, err)
-	if derr := h.cfg.Sidekiq.Dead(context.WithoutCancel(ctx), raw, ErrorClassExhausted, msg, h.deadOpts(ctx, info)...); derr != nil {
-		h.log.Error("could not write an exhausted job to the dead set; it stays in asynq's archive",
-			zap.String("jid", info.jid), zap.Error(derr), zap.NamedError("job_error", err))
-	} else {
-		h.dead.Add(1)
+	if derr := h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassExhausted, msg, h.deadOpts(ctx, info)...); derr != nil {
+		info.err = fmt.Errorf("writing the exhausted job to the dead set: %w", derr)
+		return false
 	}
+	h.dead.Add(1)
 	info.outcome = "dead"
-	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	return true
 }
 
 func isPoison(err error) bool {
@@ -459,8 +471,12 @@ func (h *Handler) predict(pr Predictor, j *pjob, fresh map[string]*predictor.Pre
 		if it.norm != "" {
 			it.json = p.AppendJSON(make([]byte, 0, jsonSizeHint))
 			puts = append(puts, cache.Entry{Normalized: it.norm, Prediction: p, JSON: it.json})
-			if fresh != nil && fresh[it.norm] == nil {
-				fresh[it.norm] = p
+		}
+	}
+	if fresh != nil { // only now: a job that failed halfway writes nothing
+		for _, e := range puts {
+			if fresh[e.Normalized] == nil {
+				fresh[e.Normalized] = e.Prediction
 			}
 		}
 	}
@@ -545,35 +561,115 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 	return nil
 }
 
+// writeBackScript writes the cache entries and, for each job whose done
+// marker is not set yet, its callback jobs, its replies and its marker, all
+// at once. Checking the marker inside the script is what keeps callbacks and
+// replies exactly-once even when the same delivery runs in two tasks at the
+// same time (a crash recovery regrouping a batch, a job pushed twice with the
+// same bytes, asynq re-running a task whose lease expired while it ran), and
+// what makes the script safe to run again after a lost reply.
+//
+// KEYS: 1 callback queue list, 2 "queues", then per job its marker and its
+// reply list (the marker again when it has none), then the cache keys.
+// ARGV: 1 cache TTL ms (0: none), 2 marker TTL ms, 3 reply TTL ms, 4 callback
+// queue name, 5 jobs, 6 cache entries, then per job its callback count, its
+// reply count, the callbacks and the replies, then the cache values.
+// Returns the 1-based indexes of the jobs it wrote back.
+var writeBackScript = redis.NewScript(`
+local cacheTTL, doneTTL, replyTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local nj, np = tonumber(ARGV[5]), tonumber(ARGV[6])
+local k, a = 3, 7
+local written, pushed = {}, false
+for j = 1, nj do
+  local marker, reply = KEYS[k], KEYS[k + 1]
+  local ncb, nr = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  if redis.call("EXISTS", marker) == 0 then
+    if ncb > 0 then
+      redis.call("LPUSH", KEYS[1], unpack(ARGV, a, a + ncb - 1))
+      pushed = true
+    end
+    if nr > 0 then
+      redis.call("RPUSH", reply, unpack(ARGV, a + ncb, a + ncb + nr - 1))
+      redis.call("PEXPIRE", reply, replyTTL)
+    end
+    redis.call("SET", marker, "1", "PX", doneTTL)
+    written[#written + 1] = j
+  end
+  a = a + ncb + nr
+  k = k + 2
+end
+if pushed then redis.call("SADD", KEYS[2], ARGV[4]) end
+for p = 1, np do
+  if cacheTTL > 0 then
+    redis.call("SET", KEYS[k], ARGV[a], "PX", cacheTTL)
+  else
+    redis.call("SET", KEYS[k], ARGV[a])
+  end
+  k, a = k + 1, a + 1
+end
+return written
+`)
+
 // write stores the cache entries of jobs and their write-backs (callback
-// jobs, replies, done markers) in one MULTI (a plain pipeline when no job has
-// a write-back): one round trip, and a redelivered job either finds its
-// marker (everything was written) or nothing of its write-back (nothing
-// was), so callbacks and replies are exactly-once. Jobs already ok are
-// skipped; written ones are marked ok.
+// jobs, replies, done markers) in one round trip: writeBackScript, or a plain
+// pipeline of cache SETs when no job has a write-back. A job whose marker
+// was already set (another task wrote it back) is reported as a duplicate
+// delivery. Jobs already ok are skipped; the others are marked ok.
 func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) error {
-	var callbacks []any
-	var cbuf []byte
 	var marked []*pjob
-	type reply struct {
-		key  string
-		vals []any
-	}
-	var replies []reply
-	now := time.Now()
 	for _, j := range jobs {
-		if j.ok || j.doneKey == "" {
-			continue
+		if !j.ok && j.doneKey != "" {
+			marked = append(marked, j)
 		}
-		marked = append(marked, j)
+	}
+	if len(marked) == 0 {
+		if len(puts) > 0 {
+			err := h.retry(ctx, func() error {
+				pipe := h.cfg.Redis.Pipeline()
+				if err := h.cfg.Cache.AddPuts(ctx, pipe, puts); err != nil {
+					return err
+				}
+				_, err := pipe.Exec(ctx)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("writing cache entries: %w", err)
+			}
+		}
+		for _, j := range jobs {
+			j.ok = true
+		}
+		return nil
+	}
+
+	keys := make([]string, 0, 2+2*len(marked)+len(puts))
+	keys = append(keys, sidekiq.QueueKey(h.cfg.CallbackQueue), "queues")
+	args := make([]any, 0, 6+4*len(marked)+len(puts))
+	args = append(args, h.cfg.Cache.Config().TTL.Milliseconds(), h.cfg.DoneTTL.Milliseconds(),
+		h.cfg.ReplyTTL.Milliseconds(), h.cfg.CallbackQueue, len(marked), len(puts))
+	var cbuf []byte
+	now := time.Now()
+	for _, j := range marked {
 		for i := range j.items {
 			if it := &j.items[i]; it.json == nil {
 				it.json = it.pred.AppendJSON(make([]byte, 0, jsonSizeHint))
 			}
 		}
+		reply := j.doneKey
+		nr := 0
+		if j.replyTo != "" {
+			reply, nr = j.replyTo, len(j.items)
+		}
+		keys = append(keys, j.doneKey, reply)
+		ncb := 0
 		if h.cfg.CallbackClass != "" {
+			ncb = len(j.items)
+		}
+		args = append(args, ncb, nr)
+		if ncb > 0 {
 			if cbuf == nil {
-				cbuf = make([]byte, 0, len(jobs)*len(j.items)*(jsonSizeHint+256))
+				cbuf = make([]byte, 0, len(marked)*len(j.items)*(jsonSizeHint+256))
 			}
 			delivery := sidekiq.DeliveryID(j.job.JID, j.job.Raw)
 			for i, it := range j.items {
@@ -582,62 +678,40 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 				start := len(cbuf)
 				cbuf = appendCallbackJob(cbuf, h.cfg.CallbackQueue, h.cfg.CallbackClass,
 					callbackJID(delivery, i), now, j.job.JID, it.req.MaskID, it.req.MaskName, it.json)
-				callbacks = append(callbacks, cbuf[start:len(cbuf):len(cbuf)])
+				args = append(args, cbuf[start:len(cbuf):len(cbuf)])
 			}
 		}
-		if j.replyTo != "" {
-			vals := make([]any, len(j.items))
-			for i, it := range j.items {
-				vals[i] = it.json
-			}
-			replies = append(replies, reply{j.replyTo, vals})
+		for i := 0; i < nr; i++ {
+			args = append(args, j.items[i].json)
 		}
 	}
-	if len(puts) == 0 && len(marked) == 0 {
-		for _, j := range jobs {
-			j.ok = true
+	for _, e := range puts {
+		keys = append(keys, h.cfg.Cache.Key(e.Normalized))
+		val := e.JSON
+		if val == nil {
+			val = e.Prediction.AppendJSON(make([]byte, 0, jsonSizeHint))
 		}
-		return nil
+		args = append(args, val)
 	}
-	attempt := 0
+	var written []int64
 	err := h.retry(ctx, func() error {
-		if attempt++; attempt > 1 && len(marked) > 0 {
-			// The last MULTI may have run with only its reply lost: it wrote all
-			// or nothing, so one marker tells.
-			n, err := h.cfg.Redis.Exists(ctx, marked[0].doneKey).Result()
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-		}
-		var pipe redis.Pipeliner
-		if len(marked) > 0 {
-			pipe = h.cfg.Redis.TxPipeline()
-		} else {
-			pipe = h.cfg.Redis.Pipeline()
-		}
-		if err := h.cfg.Cache.AddPuts(ctx, pipe, puts); err != nil {
-			return err
-		}
-		if len(callbacks) > 0 {
-			// What Sidekiq::Client.push does: register the queue, push the job.
-			pipe.SAdd(ctx, "queues", h.cfg.CallbackQueue)
-			pipe.LPush(ctx, sidekiq.QueueKey(h.cfg.CallbackQueue), callbacks...)
-		}
-		for _, r := range replies {
-			pipe.RPush(ctx, r.key, r.vals...)
-			pipe.Expire(ctx, r.key, h.cfg.ReplyTTL)
-		}
-		for _, j := range marked {
-			pipe.Set(ctx, j.doneKey, "1", h.cfg.DoneTTL)
-		}
-		_, err := pipe.Exec(ctx)
+		var err error
+		written, err = writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Int64Slice()
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("writing cache entries and write-back: %w", err)
+	}
+	wrote := make([]bool, len(marked))
+	for _, w := range written {
+		if w >= 1 && int(w) <= len(marked) {
+			wrote[w-1] = true
+		}
+	}
+	for i, j := range marked {
+		if !wrote[i] {
+			j.info.duplicate = true
+		}
 	}
 	for _, j := range jobs {
 		j.ok = true

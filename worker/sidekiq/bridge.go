@@ -45,7 +45,7 @@ type BridgeConfig struct {
 	MaxPending int
 
 	// BatchSize is the most jobs moved out of a queue in one round trip. Default:
-	// min(MaxPending, 50).
+	// min(MaxPending, 50), and at least 2 × JobsPerTask.
 	BatchSize int
 
 	// JobsPerTask is the most Sidekiq jobs handed to asynq in one task (BatchTaskType;
@@ -91,7 +91,8 @@ type BridgeConfig struct {
 	// recovery window (AliveTTL + RecoverInterval) many times over. Default: 24 h.
 	Retention time.Duration
 
-	// TaskTimeout is asynq's Timeout for each task. Default: 0, asynq's own (30 min).
+	// TaskTimeout is asynq's Timeout for each job (a batch task gets it once per job).
+	// Default: 0, asynq's own (30 min per task).
 	TaskTimeout time.Duration
 
 	// MaxBackoff caps the wait between attempts while Redis is unreachable. Default: 5 s.
@@ -119,11 +120,11 @@ func (c BridgeConfig) WithDefaults() BridgeConfig {
 	if c.MaxPending == 0 {
 		c.MaxPending = 2 * c.Concurrency
 	}
-	if c.BatchSize == 0 {
-		c.BatchSize = min(c.MaxPending, 50)
-	}
 	if c.JobsPerTask == 0 {
 		c.JobsPerTask = 1
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = max(min(c.MaxPending, 50), 2*c.JobsPerTask)
 	}
 	if c.Identity == "" {
 		c.Identity = NewIdentity()
@@ -657,7 +658,8 @@ func (b *Bridge) fetch(q string) {
 			}
 			continue
 		}
-		res, err := moveScript.Run(ctx, b.rdb, []string{b.keyAlive(b.cfg.Identity), QueueKey(q), inflight}, min(budget, int64(b.cfg.BatchSize))).Slice()
+		// budget counts tasks; each may carry JobsPerTask jobs.
+		res, err := moveScript.Run(ctx, b.rdb, []string{b.keyAlive(b.cfg.Identity), QueueKey(q), inflight}, min(budget*int64(b.cfg.JobsPerTask), int64(b.cfg.BatchSize))).Slice()
 		if err != nil {
 			// Redis may have run the script and lost only the reply (a
 			// restart, a dropped connection): the moved jobs are then in our
@@ -758,7 +760,7 @@ func (b *Bridge) transferAll(ctx context.Context, q string, items []string) erro
 		if b.cfg.JobsPerTask > 1 {
 			// The same delivery twice (pushed twice with the same bytes): as single
 			// tasks the second would be a TaskID conflict; in a batch it must be
-			// dropped here, or both copies would write back in one MULTI.
+			// dropped here, or both copies would run in one task.
 			id := job.TaskID()
 			if seen[id] {
 				b.duplicates.Add(1)
@@ -838,7 +840,8 @@ func (b *Bridge) enqueueTask(ctx context.Context, q string, jobs []*Job, count b
 		opts = append(opts, asynq.TaskID(BatchTaskID(jobs)), asynq.MaxRetry(DefaultMaxRetries))
 	}
 	if b.cfg.TaskTimeout > 0 {
-		opts = append(opts, asynq.Timeout(b.cfg.TaskTimeout))
+		// TaskTimeout is per job: a batch gets one for each of its jobs.
+		opts = append(opts, asynq.Timeout(b.cfg.TaskTimeout*time.Duration(len(jobs))))
 	}
 	_, err := b.aq.EnqueueContext(ctx, task, opts...)
 	switch {
