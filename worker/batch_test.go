@@ -201,10 +201,9 @@ func (failWriteBack) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
-// A batch whose write-back fails hands the jobs that are not done, and the
-// poison ones, to asynq one by one (Split) and ends without error; jobs
-// already done are not among them. If the split fails too, the batch is
-// retried whole.
+// A batch whose write-back fails hands its jobs, the poison ones too, to
+// asynq one by one (Split) and ends without error. If the split fails too,
+// the batch is retried whole.
 func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	ctx := context.Background()
 	raws := batchJobs()
@@ -229,10 +228,12 @@ func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	if err := e.runBatch(qctx, raws); err != nil {
 		t.Fatalf("batch with a failing write-back: %v, want nil after the split", err)
 	}
-	// The poison job too: its own task sends it to the dead set, once.
-	want := [][]byte{raws[0], raws[1], raws[2], raws[3], raws[4]}
+	// The poison job too (its own task sends it to the dead set, once), and
+	// b6, whose write-back happened before: whether it did is checked only
+	// as part of the write, which failed; its own task will find its marker.
+	want := raws
 	if splitQueue != "mask_predictions" || !slices.EqualFunc(split, want, func(a, b []byte) bool { return string(a) == string(b) }) {
-		t.Errorf("split into %s: %q, want b1–b5", splitQueue, split)
+		t.Errorf("split into %s: %q, want b1–b6", splitQueue, split)
 	}
 	if n := e.rdb.ZCard(ctx, "dead").Val(); n != 0 {
 		t.Errorf("the batch wrote %d dead-set entries itself", n)
@@ -244,10 +245,10 @@ func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
 	for _, l := range logs.FilterMessage("job").All() { // the single run before has no middleware, no line
 		outcomes = append(outcomes, l.ContextMap()["outcome"].(string))
 	}
-	if !slices.Equal(outcomes, []string{"split", "split", "split", "split", "split", "ok"}) {
+	if !slices.Equal(outcomes, []string{"split", "split", "split", "split", "split", "split"}) {
 		t.Errorf("outcomes %v", outcomes)
 	}
-	if tr.processed != 1 || tr.fails != 0 {
+	if tr.processed != 0 || tr.fails != 0 {
 		t.Errorf("tracker %+v: split jobs must be counted by their own tasks only", tr)
 	}
 

@@ -492,9 +492,9 @@ func (h *Handler) pin() Predictor {
 	return h.cfg.Predictor
 }
 
-// lookup reads, in one round trip, the cache entries of every name of jobs
-// and, for jobs with a write-back, whether it already happened (the job is
-// then a duplicate delivery and done).
+// lookup reads, in one round trip, the cache entries of every name of jobs.
+// Whether a job's write-back already happened (a duplicate delivery) is
+// checked by the write-back script itself, atomically with the write.
 func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error {
 	var norms []string
 	type ref struct{ j, i int }
@@ -508,12 +508,6 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 		}
 	}
 	pipe := h.cfg.Redis.Pipeline()
-	done := make([]*redis.IntCmd, len(jobs))
-	for ji, j := range jobs {
-		if j.doneKey != "" {
-			done[ji] = pipe.Exists(ctx, j.doneKey)
-		}
-	}
 	l, err := h.cfg.Cache.AddGetMany(ctx, pipe, norms)
 	if err != nil {
 		return err
@@ -521,11 +515,6 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 	if pipe.Len() > 0 {
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("cache lookup: %w", err)
-		}
-	}
-	for ji, j := range jobs {
-		if done[ji] != nil && done[ji].Val() > 0 {
-			j.info.duplicate, j.ok = true, true
 		}
 	}
 	cached, err := l.Result(pr.Version())
@@ -579,16 +568,13 @@ var writeBackScript = redis.NewScript(`
 local cacheTTL, doneTTL, replyTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nj, np = tonumber(ARGV[5]), tonumber(ARGV[6])
 local k, a = 3, 7
-local written, pushed = {}, false
+local written, cbs = {}, {}
 for j = 1, nj do
   local marker, reply = KEYS[k], KEYS[k + 1]
   local ncb, nr = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   if redis.call("EXISTS", marker) == 0 then
-    if ncb > 0 then
-      redis.call("LPUSH", KEYS[1], unpack(ARGV, a, a + ncb - 1))
-      pushed = true
-    end
+    for i = a, a + ncb - 1 do cbs[#cbs + 1] = ARGV[i] end
     if nr > 0 then
       redis.call("RPUSH", reply, unpack(ARGV, a + ncb, a + ncb + nr - 1))
       redis.call("PEXPIRE", reply, replyTTL)
@@ -599,7 +585,12 @@ for j = 1, nj do
   a = a + ncb + nr
   k = k + 2
 end
-if pushed then redis.call("SADD", KEYS[2], ARGV[4]) end
+if #cbs > 0 then
+  redis.call("SADD", KEYS[2], ARGV[4])
+  for i = 1, #cbs, 1000 do -- unpack has a stack limit
+    redis.call("LPUSH", KEYS[1], unpack(cbs, i, math.min(i + 999, #cbs)))
+  end
+end
 for p = 1, np do
   if cacheTTL > 0 then
     redis.call("SET", KEYS[k], ARGV[a], "PX", cacheTTL)
