@@ -72,10 +72,20 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		j.index = i
 		jobs = append(jobs, j)
 	}
+	// The work stops a little before the task's deadline, so that what is
+	// unfinished can still be handed over while asynq waits for this handler
+	// (past the deadline, asynq retries the whole batch at once).
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(5*time.Second, time.Until(dl)/4)
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
 	var failure error
 	if len(jobs) > 0 {
 		pr := h.pin()
-		failure = h.retry(ctx, func() error { return h.lookup(ctx, pr, jobs) })
+		failure = h.retry(wctx, func() error { return h.lookup(wctx, pr, jobs) })
 		if failure == nil {
 			var puts []cache.Entry
 			fresh := map[string]*predictor.Prediction{}
@@ -93,7 +103,7 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 				puts = append(puts, p...)
 				live = append(live, j)
 			}
-			failure = h.write(ctx, live, puts)
+			failure = h.write(wctx, live, puts)
 		}
 	}
 	if queue == "" && len(jobs) > 0 {
@@ -134,7 +144,8 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 }
 
 // handOver deals with the jobs of a batch marked in left (see
-// processBatch) and returns the batch task's result.
+// processBatch) and returns the batch task's result. ctx is the task's own
+// context; failure is what stopped the work, if anything.
 func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, infos []*jobInfo, left []bool, poison []error, failure error) error {
 	if !slices.Contains(left, true) {
 		return nil
@@ -144,12 +155,12 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 			infos[i].err = cmp.Or(poison[i], failure)
 		}
 	}
-	interrupted := ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
 	switch {
-	case failure != nil && interrupted:
-		// Shutdown: asynq requeues the batch, which runs again whole.
+	case ctx.Err() != nil:
+		// Shutdown, or asynq's own deadline: asynq requeues or retries the
+		// batch whole, whatever this returns.
 		setLeftOutcome(infos, left, "interrupted")
-		return failure
+		return cmp.Or(failure, ctx.Err())
 	case h.cfg.Split == nil:
 		// No single-job tasks to hand over to: bury poison jobs here, retry
 		// the rest with the batch.
@@ -165,32 +176,22 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 		setLeftOutcome(infos, left, "retry")
 		return failure
 	}
-	hctx := ctx
-	if ctx.Err() != nil { // the deadline passed: hand over in a short time of our own
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-	}
+	// Jobs whose own retry setting allows no retry end with this failure, as
+	// in Sidekiq, but only once the others are handed over: if that fails,
+	// the batch runs again whole and so do they.
 	var hand [][]byte
+	var ending []int
 	for i, l := range left {
 		if !l {
 			continue
 		}
-		if poison[i] == nil {
-			// A failure of the job's own: with no retry allowed it ends now.
-			if limit, discard := retrySetting(raws[i]); limit == 0 {
-				if h.exhaust(hctx, raws[i], infos[i], failure, 0, discard) {
-					left[i] = false
-					continue
-				}
-			}
+		if limit, _ := retrySetting(raws[i]); poison[i] == nil && limit == 0 {
+			ending = append(ending, i)
+			continue
 		}
 		hand = append(hand, raws[i])
 	}
-	if len(hand) == 0 {
-		return nil
-	}
-	if err := h.cfg.Split(hctx, queue, hand); err != nil {
+	splitFailed := func(err error) error {
 		err = fmt.Errorf("%w (and handing the batch's jobs over as single tasks failed: %w)", cmp.Or(failure, errBatchPoison), err)
 		setLeftOutcome(infos, left, "retry")
 		for i, l := range left {
@@ -200,7 +201,24 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 		}
 		return err
 	}
+	if len(hand) > 0 {
+		if err := h.cfg.Split(ctx, queue, hand); err != nil {
+			return splitFailed(err)
+		}
+	}
 	setLeftOutcome(infos, left, "split")
+	for _, i := range ending {
+		_, discard := retrySetting(raws[i])
+		if !h.exhaust(ctx, raws[i], infos[i], failure, 0, discard) {
+			// The dead-set write failed: let its own task fail and end it.
+			if err := h.cfg.Split(ctx, queue, [][]byte{raws[i]}); err != nil {
+				clear(left)
+				left[i] = true
+				return splitFailed(err)
+			}
+			infos[i].outcome = "split"
+		}
+	}
 	return nil
 }
 

@@ -355,6 +355,18 @@ func TestHandlerBatchFailureEndsNoRetryJobs(t *testing.T) {
 		!strings.Contains(dead[0], "failed 1 times") {
 		t.Errorf("dead set %v, want r0 alone, exhausted after 1 failure", dead)
 	}
+	// Only once the others are handed over: if that fails, they all run
+	// again with the batch, and nothing is in the dead set yet.
+	e2 := newHandlerEnv(t, func(c *HandlerConfig) {
+		c.Split = func(context.Context, string, [][]byte) error { return errors.New("asynq unreachable") }
+	})
+	e2.rdb.AddHook(failWriteBack{})
+	if err := e2.runBatch(ctx, [][]byte{noRetry, discard, normal}); err == nil {
+		t.Error("batch whose hand-over failed: nil, want an error (asynq retries it)")
+	}
+	if n := e2.rdb.ZCard(ctx, "dead").Val(); n != 0 {
+		t.Errorf("%d dead-set entries although the batch will run again", n)
+	}
 }
 
 // The same delivery in two batches running at the same time (a regrouped
@@ -399,22 +411,40 @@ func TestHandlerConcurrentDuplicateDeliveries(t *testing.T) {
 	}
 }
 
-// Past its deadline a batch hands its unfinished jobs over (the deadline is
-// the batch's, not theirs); on shutdown (cancelled) asynq requeues it whole.
+// blockLookup holds the cache lookup until its context ends: a slow Redis.
+type blockLookup struct{}
+
+func (blockLookup) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (blockLookup) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (blockLookup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "mget" {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A batch whose work runs into the task's deadline stops a little before it
+// and hands its jobs over while the task is still live; once the task's
+// context has ended (shutdown, or asynq's deadline) it leaves the batch to
+// asynq, which requeues or retries it whole.
 func TestHandlerBatchDeadlineAndShutdown(t *testing.T) {
 	var split [][]byte
 	var splitCtxErr error
 	e := newHandlerEnv(t, func(c *HandlerConfig) {
 		c.Split = func(ctx context.Context, _ string, r [][]byte) error { split, splitCtxErr = r, ctx.Err(); return nil }
 	})
+	e.rdb.AddHook(blockLookup{})
 	raws := batchJobs()[:3]
-	dctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	dctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
 	if err := e.runBatch(dctx, raws); err != nil {
-		t.Errorf("batch past its deadline: %v, want nil after handing over", err)
+		t.Errorf("batch that ran into its deadline: %v, want nil after handing over", err)
 	}
 	if len(split) != 3 || splitCtxErr != nil {
-		t.Errorf("handed over %d jobs with a context error %v, want 3 with a live context", len(split), splitCtxErr)
+		t.Errorf("handed over %d jobs with a context error %v, want 3 before the deadline", len(split), splitCtxErr)
 	}
 
 	split = nil
@@ -425,5 +455,34 @@ func TestHandlerBatchDeadlineAndShutdown(t *testing.T) {
 	}
 	if split != nil {
 		t.Errorf("batch at shutdown handed over %d jobs", len(split))
+	}
+}
+
+// A failing write-back whose keys are of the wrong type writes nothing at
+// all: no job gets a done marker without its callback.
+func TestWriteBackWrongTypeWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	e := newHandlerEnv(t, nil)
+	if err := e.rdb.Set(ctx, "reply:bad", "not a list", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := job("wa", "3M Aura 9205+ N95")
+	b := job("wb", map[string]any{"mask_name": "Moldex 2200 N95", "reply_to": "reply:bad"})
+	err := e.runBatch(ctx, [][]byte{a, b})
+	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE reply:bad") {
+		t.Fatalf("batch with a reply_to key of the wrong type: %v", err)
+	}
+	if n := len(e.rdb.Keys(ctx, "maskpredictor:done:*").Val()); n != 0 {
+		t.Errorf("%d done markers written", n)
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 0 {
+		t.Errorf("%d callbacks written", n)
+	}
+	// Alone, the good job goes through.
+	if err := e.run(a); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 {
+		t.Errorf("%d callbacks for the good job alone", n)
 	}
 }

@@ -380,9 +380,8 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, jobs) }); err != nil {
 		return err
 	}
-	if info.duplicate {
-		return nil
-	}
+	// A duplicate delivery is predicted again (cheap) and recognised by the
+	// write-back script, which writes no second callback or reply.
 	puts, err := h.predict(pr, j, nil)
 	if err != nil {
 		return err
@@ -567,20 +566,30 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 var writeBackScript = redis.NewScript(`
 local cacheTTL, doneTTL, replyTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nj, np = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Check everything first: a script is not rolled back, so a command failing
+-- halfway (a key of the wrong type) would leave a marker without its
+-- callback. Only then write: callbacks, replies, and the markers last.
+local function want(key, kind)
+  local t = redis.call("TYPE", key)["ok"]
+  if t ~= "none" and t ~= kind then
+    return redis.error_reply("WRONGTYPE " .. key .. " is a " .. t .. ", not a " .. kind .. "; nothing written")
+  end
+end
+local e = want(KEYS[1], "list") or want(KEYS[2], "set")
+if e then return e end
 local k, a = 3, 7
-local written, cbs = {}, {}
+local jobs, cbs = {}, {}
 for j = 1, nj do
   local marker, reply = KEYS[k], KEYS[k + 1]
   local ncb, nr = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   if redis.call("EXISTS", marker) == 0 then
-    for i = a, a + ncb - 1 do cbs[#cbs + 1] = ARGV[i] end
     if nr > 0 then
-      redis.call("RPUSH", reply, unpack(ARGV, a + ncb, a + ncb + nr - 1))
-      redis.call("PEXPIRE", reply, replyTTL)
+      e = want(reply, "list")
+      if e then return e end
     end
-    redis.call("SET", marker, "1", "PX", doneTTL)
-    written[#written + 1] = j
+    for i = a, a + ncb - 1 do cbs[#cbs + 1] = ARGV[i] end
+    jobs[#jobs + 1] = {j, marker, reply, a + ncb, nr}
   end
   a = a + ncb + nr
   k = k + 2
@@ -590,6 +599,18 @@ if #cbs > 0 then
   for i = 1, #cbs, 1000 do -- unpack has a stack limit
     redis.call("LPUSH", KEYS[1], unpack(cbs, i, math.min(i + 999, #cbs)))
   end
+end
+local written = {}
+for _, job in ipairs(jobs) do
+  local first, nr = job[4], job[5]
+  for i = first, first + nr - 1, 1000 do
+    redis.call("RPUSH", job[3], unpack(ARGV, i, math.min(i + 999, first + nr - 1)))
+  end
+  if nr > 0 then redis.call("PEXPIRE", job[3], replyTTL) end
+end
+for _, job in ipairs(jobs) do
+  redis.call("SET", job[2], "1", "PX", doneTTL)
+  written[#written + 1] = job[1]
 end
 for p = 1, np do
   if cacheTTL > 0 then
@@ -685,7 +706,9 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		args = append(args, val)
 	}
 	var written []int64
+	attempts := 0
 	err := h.retry(ctx, func() error {
+		attempts++
 		var err error
 		written, err = writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Int64Slice()
 		return err
@@ -700,7 +723,9 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		}
 	}
 	for i, j := range marked {
-		if !wrote[i] {
+		// After a lost reply the marker may be this task's own: only the
+		// first attempt tells a duplicate delivery.
+		if !wrote[i] && attempts == 1 {
 			j.info.duplicate = true
 		}
 	}

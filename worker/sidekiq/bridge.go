@@ -183,6 +183,8 @@ func (c BridgeConfig) validate() error {
 		return fmt.Errorf("sidekiq bridge: MaxPending is %d, must be ≥ 1 (0 means 2 × Concurrency)", c.MaxPending)
 	case c.BatchSize < 1:
 		return fmt.Errorf("sidekiq bridge: BatchSize is %d, must be ≥ 1", c.BatchSize)
+	case c.BatchSize < c.JobsPerTask:
+		return fmt.Errorf("sidekiq bridge: BatchSize (%d) is below JobsPerTask (%d): no move could fill a batch; leave BatchSize 0 for 2 × JobsPerTask", c.BatchSize, c.JobsPerTask)
 	case c.JobsPerTask < 1 || c.JobsPerTask > 1000:
 		return fmt.Errorf("sidekiq bridge: JobsPerTask is %d, want 1 (one task per job) to 1000", c.JobsPerTask)
 	case c.Identity == "":
