@@ -91,9 +91,6 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 			fresh := map[string]*predictor.Prediction{}
 			live := jobs[:0:0]
 			for _, j := range jobs {
-				if j.ok {
-					continue
-				}
 				p, err := h.predict(pr, j, fresh)
 				if err != nil {
 					poison[j.index] = err
@@ -180,14 +177,17 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 	// in Sidekiq, but only once the others are handed over: if that fails,
 	// the batch runs again whole and so do they.
 	var hand [][]byte
-	var ending []int
+	var ending []int          // indexes of jobs that may not retry
+	discard := map[int]bool{} // of those, the ones that leave no dead-set entry
 	for i, l := range left {
 		if !l {
 			continue
 		}
-		if limit, _ := retrySetting(raws[i]); poison[i] == nil && limit == 0 {
-			ending = append(ending, i)
-			continue
+		if poison[i] == nil {
+			if limit, d := retrySetting(raws[i]); limit == 0 {
+				ending, discard[i] = append(ending, i), d
+				continue
+			}
 		}
 		hand = append(hand, raws[i])
 	}
@@ -208,8 +208,7 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 	}
 	setLeftOutcome(infos, left, "split")
 	for _, i := range ending {
-		_, discard := retrySetting(raws[i])
-		if !h.exhaust(ctx, raws[i], infos[i], failure, 0, discard) {
+		if !h.exhaust(ctx, raws[i], infos[i], failure, 0, discard[i]) {
 			// The dead-set write failed: let its own task fail and end it.
 			if err := h.cfg.Split(ctx, queue, [][]byte{raws[i]}); err != nil {
 				clear(left)

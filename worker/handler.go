@@ -365,7 +365,7 @@ type pjob struct {
 	replyTo string
 	doneKey string // "" when the job has no write-back
 	index   int    // position in its batch
-	ok      bool   // written (or found done): nothing left to do
+	ok      bool   // written back (or to be left out of the write): nothing left to do
 }
 
 func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error {
@@ -523,7 +523,7 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 	for k, p := range cached {
 		j := jobs[refs[k].j]
 		it := &j.items[refs[k].i]
-		if p == nil || j.ok {
+		if p == nil {
 			continue
 		}
 		if ans, ok := cache.Answer(p, it.req.MaskName, it.norm, it.toks); ok {
@@ -534,9 +534,6 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 		}
 	}
 	for _, j := range jobs {
-		if j.ok {
-			continue
-		}
 		for _, it := range j.items {
 			if it.hit {
 				j.info.hits++
