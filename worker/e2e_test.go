@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -200,7 +201,16 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		spec = append(spec, p.job)
 	}
 
-	// Start the worker first: jobs flow while they are pushed.
+	// Ruby pushes everything before the worker starts, so that the worker
+	// meets a backlog and carries it in batch tasks; the recorded payloads
+	// below arrive while it runs, mostly one task each.
+	start := time.Now()
+	var jids []*string
+	if err := json.Unmarshal(ruby(t, rs.URL, "push.rb", writeJSON(t, spec)), &jids); err != nil {
+		t.Fatal(err)
+	}
+	pushTime := time.Since(start)
+
 	srv, err := New(Config{
 		Redis:      rdb,
 		AsynqRedis: rs.Client(),
@@ -219,13 +229,6 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 			_ = srv.Shutdown(ctx)
 		}
 	}()
-
-	start := time.Now()
-	var jids []*string
-	if err := json.Unmarshal(ruby(t, rs.URL, "push.rb", writeJSON(t, spec)), &jids); err != nil {
-		t.Fatal(err)
-	}
-	pushTime := time.Since(start)
 
 	// Recorded payloads of Sidekiq 6.4, 7.3 and 8, byte for byte.
 	fixtures, _ := filepath.Glob("sidekiq/testdata/payloads/*.json")
@@ -267,6 +270,28 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 	stopped = true
+
+	// The backlog went through batch tasks (kept 24 h as completed tasks).
+	insp := asynq.NewInspectorFromRedisClient(rs.Client())
+	defer insp.Close()
+	done, err := insp.ListCompletedTasks("mask_predictions", asynq.PageSize(100_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches, batched := 0, 0
+	for _, ti := range done {
+		if ti.Type == sidekiq.BatchTaskType {
+			raws, err := sidekiq.DecodeBatch(ti.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches, batched = batches+1, batched+len(raws)
+		}
+	}
+	t.Logf("%d completed asynq tasks, %d of them batches carrying %d jobs", len(done), batches, batched)
+	if batched < len(spec)/2 {
+		t.Errorf("only %d of %d pre-filled jobs went through batch tasks", batched, len(spec))
+	}
 
 	// Read everything back from Ruby: Sidekiq's API and the Ruby normalization.
 	var lookup []string

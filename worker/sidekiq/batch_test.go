@@ -204,3 +204,33 @@ func TestBridgeEnqueueEach(t *testing.T) {
 		t.Errorf("EnqueueEach of a poison payload: %v", err)
 	}
 }
+
+// With batches, MaxPending still counts tasks and a move fills them: with 2
+// task slots of 5 jobs, 10 jobs leave the queue in 2 tasks and the backlog
+// stays in queue:<name>. TaskTimeout is per job: a batch of 5 gets 5 of them.
+func TestBridgeBatchBackpressureAndTimeout(t *testing.T) {
+	rdb := newTestRedis(t)
+	var payloads []string
+	for i := range 40 {
+		payloads = append(payloads, fmt.Sprintf(`{"class":"MaskPredictionJob","args":["mask %d"],"jid":"bp%d"}`, i, i))
+	}
+	pushRaw(t, rdb, testQueue, payloads...)
+	cfg := testBridgeConfig(t, rdb)
+	cfg.MaxPending = 2
+	cfg.JobsPerTask = 5
+	cfg.TaskTimeout = time.Second
+	b := startBridge(t, cfg)
+	waitFor(t, 5*time.Second, "2 tasks pending", func() bool { return llen(rdb, asynqPendingKey(testQueue)) == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if p, q := llen(rdb, asynqPendingKey(testQueue)), llen(rdb, QueueKey(testQueue)); p != 2 || q != 30 {
+		t.Fatalf("pending tasks=%d queue=%d, want 2 full batches out and 30 jobs left in %s", p, q, QueueKey(testQueue))
+	}
+	if st := b.Stats(); st.Tasks != 2 || st.Transferred != 10 {
+		t.Errorf("stats %+v, want 10 jobs in 2 tasks", st)
+	}
+	for _, ti := range allTasks(t, rdb, testQueue) {
+		if ti.Type != BatchTaskType || ti.Timeout != 5*time.Second {
+			t.Errorf("task %s: type %s timeout %v, want a batch with 5 × 1 s", ti.ID, ti.Type, ti.Timeout)
+		}
+	}
+}

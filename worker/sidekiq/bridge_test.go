@@ -676,16 +676,24 @@ func TestBridgeConfigValidation(t *testing.T) {
 	if err := d.validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
+	if d.JobsPerTask != 1 {
+		t.Errorf("JobsPerTask default %d, want 1 (one task per job)", d.JobsPerTask)
+	}
+	if b := (BridgeConfig{Redis: rdb, JobsPerTask: 40}).WithDefaults(); b.BatchSize != 80 {
+		t.Errorf("BatchSize default with 40 jobs per task: %d, want 80", b.BatchSize)
+	}
 	for want, mut := range map[string]func(*BridgeConfig){
-		"Redis is required": func(c *BridgeConfig) { c.Redis = nil },
-		"AliveTTL":          func(c *BridgeConfig) { c.AliveTTL = 10 * time.Second },
-		"Retention":         func(c *BridgeConfig) { c.Retention = time.Minute },
-		"listed twice":      func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a", 1}, {"a", 2}} },
-		"only letters":      func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a b", 1}} },
-		"Concurrency":       func(c *BridgeConfig) { c.Concurrency = -1; c.MaxPending = 1 },
-		"FetchTimeout":      func(c *BridgeConfig) { c.FetchTimeout = time.Minute },
-		"TaskTimeout":       func(c *BridgeConfig) { c.TaskTimeout = -time.Second },
-		"MaxPending is -1":  func(c *BridgeConfig) { c.MaxPending = -1 },
+		"Redis is required":   func(c *BridgeConfig) { c.Redis = nil },
+		"AliveTTL":            func(c *BridgeConfig) { c.AliveTTL = 10 * time.Second },
+		"Retention":           func(c *BridgeConfig) { c.Retention = time.Minute },
+		"listed twice":        func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a", 1}, {"a", 2}} },
+		"only letters":        func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a b", 1}} },
+		"Concurrency":         func(c *BridgeConfig) { c.Concurrency = -1; c.MaxPending = 1 },
+		"FetchTimeout":        func(c *BridgeConfig) { c.FetchTimeout = time.Minute },
+		"TaskTimeout":         func(c *BridgeConfig) { c.TaskTimeout = -time.Second },
+		"MaxPending is -1":    func(c *BridgeConfig) { c.MaxPending = -1 },
+		"JobsPerTask is 1001": func(c *BridgeConfig) { c.JobsPerTask = 1001 },
+		"below JobsPerTask":   func(c *BridgeConfig) { c.JobsPerTask = 20; c.BatchSize = 10 },
 	} {
 		c := BridgeConfig{Redis: rdb}
 		mut(&c)
