@@ -1,42 +1,22 @@
 package cache
 
 import (
-	"encoding/json"
-	"os"
 	"reflect"
 	"testing"
 
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 func testPredictions(t testing.TB) []*predictor.Prediction {
 	t.Helper()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crf, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crf := modeltest.DefaultCRF(t)
 	rules := predictor.DefaultRules(predictor.Limits{})
-	data, err := os.ReadFile("../testdata/train.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []struct {
-		MaskName string `json:"mask_name"`
-	}
-	if err := json.Unmarshal(data, &recs); err != nil {
-		t.Fatal(err)
-	}
 	names := []string{
 		`3M "Aura" 9205+ N95`, `back\slash`, "tab\tand\nnewline", "ctl\x01\x1f", "emoji 😷 mask",
 		"line\u2028sep\u2029", "NBSP\u00a0name", "<script>&amp;", "ünïcödé Straße", "bad \xff utf8",
 	}
-	for _, r := range recs {
-		names = append(names, r.MaskName)
-	}
+	names = append(names, modeltest.TrainNames(t)...)
 	var out []*predictor.Prediction
 	for i, n := range names {
 		opt := predictor.Options{}

@@ -18,32 +18,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
 const callbackClass = "MaskPredictionCallbackJob"
-
-// trainNames are the mask names of testdata/train.json.
-func trainNames(t testing.TB) []string {
-	t.Helper()
-	data, err := os.ReadFile("../testdata/train.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []struct {
-		MaskName string `json:"mask_name"`
-	}
-	if err := json.Unmarshal(data, &recs); err != nil {
-		t.Fatal(err)
-	}
-	names := make([]string, len(recs))
-	for i, r := range recs {
-		names[i] = r.MaskName
-	}
-	return names
-}
 
 // distinctNames returns n realistic names with distinct cache keys: the
 // training names, then recombinations of their tokens.
@@ -58,7 +39,7 @@ func distinctNames(t testing.TB, n int) []string {
 			out = append(out, s)
 		}
 	}
-	train := trainNames(t)
+	train := modeltest.TrainNames(t)
 	for _, s := range train {
 		add(s)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/modelstore/s3test"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
@@ -134,14 +135,7 @@ func checkLambdaResponse(t *testing.T, fixture string, resp httpapi.LambdaRespon
 // TestLambdaHandlerFixtures answers the old function's events in-process.
 func TestLambdaHandlerFixtures(t *testing.T) {
 	names, events, expect := lambdaFixtures(t)
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := modeltest.DefaultCRF(t)
 	live := predictor.NewLive(predictor.ServeCRF(c, "embedded"))
 	h, err := lambdaHandler(live, predictor.Limits{}, zap.NewNop())
 	if err != nil {

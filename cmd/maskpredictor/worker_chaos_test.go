@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
@@ -264,14 +265,7 @@ func waitOutcome(ctx context.Context, t *testing.T, rdb *redis.Client, jobs map[
 // verifyPredictions checks a sample of cache entries against the predictor.
 func verifyPredictions(ctx context.Context, t *testing.T, rdb *redis.Client, jobs map[string]string) {
 	t.Helper()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crf, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crf := modeltest.DefaultCRF(t)
 	n := 0
 	for _, name := range jobs {
 		if n++; n > 200 {

@@ -231,6 +231,9 @@ func TestWorkerUsageErrors(t *testing.T) {
 		{nil, []string{"enqueue"}},
 		{nil, []string{"enqueue", "--queue", "a,b", "x"}},
 		{nil, []string{"run", "--cache-ttl", "-1s"}},
+		{nil, []string{"worker", "--jobs-per-task", "0"}},
+		{nil, []string{"run", "--jobs-per-task", "1001"}},
+		{map[string]string{"WORKER_JOBS_PER_TASK": "lots"}, []string{"worker"}},
 	} {
 		code, _, errOut := runMain(t, c.env, "", c.args...)
 		if code != 2 {

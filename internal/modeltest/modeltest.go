@@ -5,6 +5,10 @@ package modeltest
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -74,4 +78,29 @@ func Variants(tb testing.TB, names []string, swaps [][2]string) []Variant {
 		out = append(out, v)
 	}
 	return out
+}
+
+// TrainNames are the mask names of the repository's testdata/train.json, in
+// file order, for tests in any package.
+func TrainNames(tb testing.TB) []string {
+	tb.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		tb.Fatal("modeltest: cannot locate the repository")
+	}
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "testdata", "train.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var recs []struct {
+		MaskName string `json:"mask_name"`
+	}
+	if err := json.Unmarshal(data, &recs); err != nil {
+		tb.Fatal(err)
+	}
+	names := make([]string, len(recs))
+	for i, r := range recs {
+		names[i] = r.MaskName
+	}
+	return names
 }

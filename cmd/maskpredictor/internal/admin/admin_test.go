@@ -14,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
+	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
-	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 type fixture struct {
@@ -31,14 +31,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client()
-	m, err := predictor.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crf, err := predictor.NewCRF(m, predictor.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crf := modeltest.DefaultCRF(t)
 	ctx := context.Background()
 	job, _ := json.Marshal(map[string]any{"class": "MaskPredictionJob", "queue": "mask_predictions", "jid": "abc",
 		"args": []any{"3M 1860s"}, "enqueued_at": float64(time.Now().Add(-42*time.Second).UnixNano()) / 1e9})
