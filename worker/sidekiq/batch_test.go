@@ -148,11 +148,7 @@ func TestBridgeBatchesJobs(t *testing.T) {
 // in-flight list was trimmed) is an asynq TaskID conflict: no second task.
 func TestBridgeBatchRedeliveryIsNoOp(t *testing.T) {
 	rdb := newTestRedis(t)
-	var payloads []string
-	for i := range 4 {
-		payloads = append(payloads, fmt.Sprintf(`{"class":"MaskPredictionJob","args":["mask %d"],"jid":"j%d"}`, i, i))
-	}
-	pushRaw(t, rdb, testQueue, payloads...)
+	pushRaw(t, rdb, testQueue, plainJobs("j", 4)...)
 	cfg := testBridgeConfig(t, rdb)
 	cfg.JobsPerTask = 10
 	b := startBridge(t, cfg, func(b *Bridge) {
@@ -210,11 +206,7 @@ func TestBridgeEnqueueEach(t *testing.T) {
 // stays in queue:<name>. TaskTimeout is per job: a batch of 5 gets 5 of them.
 func TestBridgeBatchBackpressureAndTimeout(t *testing.T) {
 	rdb := newTestRedis(t)
-	var payloads []string
-	for i := range 40 {
-		payloads = append(payloads, fmt.Sprintf(`{"class":"MaskPredictionJob","args":["mask %d"],"jid":"bp%d"}`, i, i))
-	}
-	pushRaw(t, rdb, testQueue, payloads...)
+	pushRaw(t, rdb, testQueue, plainJobs("bp", 40)...)
 	cfg := testBridgeConfig(t, rdb)
 	cfg.MaxPending = 2
 	cfg.JobsPerTask = 5
@@ -233,4 +225,13 @@ func TestBridgeBatchBackpressureAndTimeout(t *testing.T) {
 			t.Errorf("task %s: type %s timeout %v, want a batch with 5 × 1 s", ti.ID, ti.Type, ti.Timeout)
 		}
 	}
+}
+
+// plainJobs are n minimal valid payloads with jids prefix0, prefix1, ….
+func plainJobs(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(`{"class":"MaskPredictionJob","args":["mask %d"],"jid":"%s%d"}`, i, prefix, i)
+	}
+	return out
 }
