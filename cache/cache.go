@@ -219,7 +219,17 @@ func (c *Cache) PutMany(ctx context.Context, entries []Entry) error {
 	case 0:
 		return nil
 	case 1:
-		return c.Put(ctx, entries[0].Normalized, entries[0].Prediction)
+		e := entries[0]
+		if e.JSON == nil {
+			return c.Put(ctx, e.Normalized, e.Prediction)
+		}
+		if e.Normalized == "" {
+			return ErrEmptyName
+		}
+		if err := c.rdb.Set(ctx, c.Key(e.Normalized), e.JSON, c.cfg.TTL).Err(); err != nil {
+			return fmt.Errorf("cache put %q: %w", e.Normalized, err)
+		}
+		return nil
 	}
 	pipe := c.rdb.Pipeline()
 	if err := c.AddPuts(ctx, pipe, entries); err != nil {
