@@ -118,7 +118,8 @@ func TestHotReloadServeE2E(t *testing.T) {
 		if json.NewDecoder(resp.Body).Decode(&h) != nil {
 			return "", false
 		}
-		return h.ModelVersion, h.ModelLoaded && h.ModelSource == "MODEL_URI "+uri
+		// /health names the kind of source, never the bucket and key.
+		return h.ModelVersion, h.ModelLoaded && h.ModelSource == "MODEL_URI (s3)"
 	}
 	waitHealth := func(want string) {
 		t.Helper()

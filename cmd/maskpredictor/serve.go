@@ -38,6 +38,18 @@ type httpFlags struct {
 	idleTimeout       time.Duration
 	adminReadOnly     bool
 
+	// Bounds of what anonymous HTTP traffic may cost the shared Redis and
+	// the process (issue 11).
+	httpCacheTTL   time.Duration
+	cacheBudget    int64
+	budgetWindow   time.Duration
+	cachePressure  float64
+	batchNames     int
+	batchWait      time.Duration
+	maxConns       int
+	maxFailures    int
+	clientIPHeader string
+
 	adminUser, adminPassword, adminToken string
 	metricsToken                         string
 }
@@ -61,6 +73,23 @@ func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	memoTTL, e := envDuration(sys, "CACHE_MEMO_TTL", httpapi.DefaultMemoTTL)
 	env(e)
+	httpTTL, e := envDuration(sys, "HTTP_CACHE_TTL", defaultHTTPCacheTTL)
+	env(e)
+	budget, e := parseBytes("HTTP_CACHE_BUDGET", envString(sys, "HTTP_CACHE_BUDGET", defaultCacheBudget))
+	env(e)
+	hf.cacheBudget = budget
+	window, e := envDuration(sys, "HTTP_CACHE_BUDGET_WINDOW", cache.DefaultBudgetWindow)
+	env(e)
+	pressure, e := envFloat(sys, "HTTP_CACHE_PRESSURE", cache.DefaultPressureRatio)
+	env(e)
+	batchNames, e := envInt(sys, "HTTP_BATCH_NAMES", 0)
+	env(e)
+	batchWait, e := envDuration(sys, "HTTP_BATCH_WAIT", httpapi.DefaultBatchWait)
+	env(e)
+	maxConns, e := envInt(sys, "HTTP_MAX_CONNS", 0)
+	env(e)
+	maxFailures, e := envInt(sys, "ADMIN_MAX_FAILURES", admin.DefaultMaxFailures)
+	env(e)
 	fs.StringVar(&hf.addr, "addr", ":"+envString(sys, "PORT", "8080"), "HTTP listen address (default :$PORT, else :8080)")
 	fs.BoolVar(&hf.cache, "http-cache", cacheOn, "read predictions through the Redis cache when Redis is configured ($HTTP_CACHE)")
 	fs.DurationVar(&hf.cacheTimeout, "cache-timeout", cacheTimeout, "bound of one cache round trip of a request ($CACHE_TIMEOUT)")
@@ -71,7 +100,29 @@ func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
 	fs.DurationVar(&hf.readHeaderTimeout, "read-header-timeout", 5*time.Second, "HTTP: time to read a request's headers")
 	fs.DurationVar(&hf.readTimeout, "read-timeout", 30*time.Second, "HTTP: time to read a whole request")
 	fs.DurationVar(&hf.writeTimeout, "write-timeout", 60*time.Second, "HTTP: time to answer a request, from the end of its headers")
-	fs.DurationVar(&hf.idleTimeout, "idle-timeout", 120*time.Second, "HTTP: how long an idle keep-alive connection is kept")
+	fs.DurationVar(&hf.idleTimeout, "idle-timeout", 30*time.Second, "HTTP: how long an idle keep-alive connection is kept")
+	fs.DurationVar(&hf.httpCacheTTL, "http-cache-ttl", httpTTL,
+		"expiry of the cache entries HTTP requests write (CACHE_TTL instead when that is shorter); 0: none ($HTTP_CACHE_TTL)")
+	fs.Func("http-cache-budget", "bytes of cache entries HTTP requests may write per --http-cache-budget-window (KiB, MiB, GiB suffixes); beyond it entries are not written; 0: no budget ($HTTP_CACHE_BUDGET, default "+defaultCacheBudget+")",
+		func(v string) error {
+			n, err := parseBytes("--http-cache-budget", v)
+			if err == nil {
+				hf.cacheBudget = n
+			}
+			return err
+		})
+	fs.DurationVar(&hf.budgetWindow, "http-cache-budget-window", window, "refill period of --http-cache-budget ($HTTP_CACHE_BUDGET_WINDOW)")
+	fs.Float64Var(&hf.cachePressure, "http-cache-pressure", pressure,
+		"no HTTP cache writes while Redis used_memory ≥ this share of its maxmemory (INFO memory, read ≤ 1/s); 0: no check ($HTTP_CACHE_PRESSURE)")
+	fs.IntVar(&hf.batchNames, "batch-names", batchNames,
+		"names of /predict_batch requests worked at once in this process; more wait --batch-wait, then 503; 0: --max-names × max(1, CPUs−1) ($HTTP_BATCH_NAMES)")
+	fs.DurationVar(&hf.batchWait, "batch-wait", batchWait, "how long a /predict_batch request waits for room before a 503 ($HTTP_BATCH_WAIT)")
+	fs.IntVar(&hf.maxConns, "max-conns", maxConns,
+		"most HTTP connections open at once; at the cap the longest-idle one is closed, else new ones wait 100 ms and get a 503; 0: 1024, or half the open-files limit when lower ($HTTP_MAX_CONNS)")
+	fs.IntVar(&hf.maxFailures, "admin-max-failures", maxFailures,
+		"refused /admin/ logins one client may have per minute before it is answered 429; negative: no limit ($ADMIN_MAX_FAILURES)")
+	fs.StringVar(&hf.clientIPHeader, "client-ip-header", envString(sys, "HTTP_CLIENT_IP_HEADER", ""),
+		"header whose last address is the client's, for the admin login throttle (X-Forwarded-For behind Heroku's router or a load balancer); empty: the peer address ($HTTP_CLIENT_IP_HEADER)")
 	fs.BoolVar(&hf.adminReadOnly, "admin-read-only", readOnly, "asynqmon under /admin/queues/ in read-only mode ($ADMIN_READ_ONLY)")
 	hf.adminUser, hf.adminPassword = sys.Env("ADMIN_USER"), sys.Env("ADMIN_PASSWORD")
 	hf.adminToken, hf.metricsToken = sys.Env("ADMIN_TOKEN"), sys.Env("METRICS_TOKEN")
@@ -88,10 +139,63 @@ func (hf *httpFlags) validate() error {
 		return fmt.Errorf("%w: --cache-timeout %v, want > 0", errUsage, hf.cacheTimeout)
 	case hf.readHeaderTimeout <= 0 || hf.readTimeout <= 0 || hf.writeTimeout <= 0 || hf.idleTimeout <= 0:
 		return fmt.Errorf("%w: HTTP timeouts must be positive", errUsage)
+	case hf.httpCacheTTL < 0 || hf.httpCacheTTL > 0 && hf.httpCacheTTL < time.Millisecond:
+		return fmt.Errorf("%w: --http-cache-ttl %v: want 0 or ≥ 1ms", errUsage, hf.httpCacheTTL)
+	case hf.cacheBudget < 0 || hf.budgetWindow <= 0:
+		return fmt.Errorf("%w: --http-cache-budget %d / --http-cache-budget-window %v: want ≥ 0 and > 0", errUsage, hf.cacheBudget, hf.budgetWindow)
+	case hf.cachePressure < 0 || hf.cachePressure > 1:
+		return fmt.Errorf("%w: --http-cache-pressure %v: want 0 (off) to 1", errUsage, hf.cachePressure)
+	case hf.batchNames < 0 || hf.batchWait <= 0:
+		return fmt.Errorf("%w: --batch-names %d / --batch-wait %v: want ≥ 0 and > 0", errUsage, hf.batchNames, hf.batchWait)
+	case hf.maxConns < 0:
+		return fmt.Errorf("%w: --max-conns %d: want ≥ 0", errUsage, hf.maxConns)
 	case (hf.adminUser == "") != (hf.adminPassword == ""):
 		return fmt.Errorf("%w: ADMIN_USER and ADMIN_PASSWORD must be set together", errUsage)
 	}
 	return nil
+}
+
+// Defaults of the HTTP cache bounds: entries written by HTTP requests
+// expire after a day, and at most 64 MiB of them are written per day (so
+// they hold at most about twice that in Redis at any time).
+const (
+	defaultHTTPCacheTTL = 24 * time.Hour
+	defaultCacheBudget  = "64MiB"
+)
+
+func envFloat(sys IO, key string, def float64) (float64, error) {
+	s := sys.Env(key)
+	if s == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not a number", errUsage, key, s)
+	}
+	return f, nil
+}
+
+// parseBytes reads a size: "1048576", "512KiB", "64MiB", "1GiB" (KB, MB,
+// GB and K, M, G are read as the binary units too).
+func parseBytes(what, s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	upper := strings.ToUpper(t)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(upper, u.suffix) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%w: %s=%q is not a size in bytes (e.g. 64MiB)", errUsage, what, s)
+	}
+	return n * mult, nil
 }
 
 func envBool(sys IO, key string, def bool) (bool, error) {
@@ -119,7 +223,11 @@ type httpDeps struct {
 
 // httpService is the HTTP server as a service of the process.
 type httpService struct {
-	srv     *http.Server
+	srv   *http.Server
+	conns *httpapi.ConnLimiter
+	// guard bounds the HTTP side's cache writes (nil without a cache); in
+	// `run` the worker may share it (one INFO reader, one budget).
+	guard   *cache.Guard
 	addr    string
 	api     *httpapi.Server
 	metrics *httpapi.Metrics
@@ -177,13 +285,30 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 		Predictor: deps.model.p, CacheTimeout: hf.cacheTimeout, MemoSize: hf.memoSize, MemoTTL: hf.memoTTL, Limits: deps.limits,
 		MaxNames: hf.maxNames, Metrics: hs.metrics, Recent: recent, Logger: log,
 	}
+	ecfg.BatchNames, ecfg.BatchWait = hf.batchNames, hf.batchWait
+	var httpTTL time.Duration
 	if rdb != nil && hf.cache {
-		c, err := cache.New(rdb, cache.Config{TTL: deps.cacheTTL, Logger: log})
+		httpTTL = hf.httpCacheTTL
+		if deps.cacheTTL > 0 && (httpTTL == 0 || deps.cacheTTL < httpTTL) {
+			httpTTL = deps.cacheTTL // never outlive the worker's entries
+		}
+		c, err := cache.New(rdb, cache.Config{TTL: httpTTL, Logger: log})
 		if err != nil {
 			hs.close()
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		ecfg.Cache = c
+		pressure := hf.cachePressure
+		if pressure == 0 {
+			pressure = -1 // off
+		}
+		hs.guard, err = cache.NewGuard(rdb, cache.GuardConfig{
+			PressureRatio: pressure, BudgetBytes: hf.cacheBudget, BudgetWindow: hf.budgetWindow, Logger: log,
+		})
+		if err != nil {
+			hs.close()
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		ecfg.Cache, ecfg.Guard = c, hs.guard
 	}
 	engine, err := httpapi.NewEngine(ecfg)
 	if err != nil {
@@ -199,6 +324,7 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 			User: hf.adminUser, Password: hf.adminPassword, Token: hf.adminToken,
 			ReadOnly: hf.adminReadOnly, Status: status, Metrics: hs.metrics, Recent: recent,
 			Redis: rdb, RedisOptions: deps.redisOpt, Queues: deps.queues, Logger: log,
+			MaxFailures: hf.maxFailures, ClientIPHeader: hf.clientIPHeader,
 		})
 		if err != nil {
 			hs.close()
@@ -210,6 +336,10 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 		hs.close()
 		return nil, err
 	}
+	const maxHeaderBytes = 64 << 10
+	hs.conns = httpapi.NewConnLimiter(httpapi.ConnLimitConfig{
+		Max: hf.maxConns, Metrics: hs.metrics, Logger: log, MaxHeaderBytes: maxHeaderBytes,
+	})
 	hs.srv = &http.Server{
 		Addr:              hf.addr,
 		Handler:           hs.api,
@@ -217,14 +347,20 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 		ReadTimeout:       hf.readTimeout,
 		WriteTimeout:      hf.writeTimeout,
 		IdleTimeout:       hf.idleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         hs.conns.ConnState,
 		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}
 	st := status()
 	fields := []zap.Field{
 		zap.String("addr", hf.addr), zap.String("model", st.ModelSource), zap.String("model_version", st.ModelVersion),
 		zap.Bool("cache", ecfg.Cache != nil), zap.Bool("admin", hs.admin != nil),
-		zap.Bool("metrics_token", hf.metricsToken != ""),
+		zap.Bool("metrics_token", hf.metricsToken != ""), zap.Int("max_conns", hs.conns.Max()),
+		zap.Int("batch_names", engine.BatchNames()),
+	}
+	if ecfg.Cache != nil {
+		fields = append(fields, zap.Duration("http_cache_ttl", httpTTL), zap.Int64("http_cache_budget", hf.cacheBudget),
+			zap.Duration("http_cache_budget_window", hf.budgetWindow), zap.Float64("http_cache_pressure", hf.cachePressure))
 	}
 	if st.FallbackReason != "" {
 		fields = append(fields, zap.String("fallback_reason", st.FallbackReason))
@@ -245,7 +381,7 @@ func (hs *httpService) Start(context.Context) error {
 	hs.log.Info("http listening", zap.String("addr", ln.Addr().String()))
 	go func() {
 		defer close(hs.done)
-		if err := hs.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.srv.Serve(hs.conns.Listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			hs.log.Error("http server stopped", zap.Error(err))
 		}
 	}()

@@ -16,7 +16,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,7 +61,21 @@ type Config struct {
 	CachePrefix string
 	// Timeout bounds the Redis reads of one page. Default 3 s.
 	Timeout time.Duration
-	// Logger gets refused logins (Debug) and page errors. Default: no-op.
+	// MaxFailures is how many refused logins one client may have within
+	// FailureWindow (default 1 min) of its first; after that it is answered
+	// 429 with Retry-After, its credentials unchecked, until the window
+	// ends. Other clients are not affected. Default 10; negative: no limit.
+	MaxFailures   int
+	FailureWindow time.Duration
+	// ClientIPHeader, when set, names the header whose last address is the
+	// client's (e.g. X-Forwarded-For behind Heroku's router); otherwise the
+	// connection's peer address is (ClientIP).
+	ClientIPHeader string
+	// Now is the clock of the throttle (default time.Now); tests set it.
+	Now func() time.Time
+	// Logger gets refused logins and throttled clients (Warn, once per
+	// client and window, with the client's address, never a password) and
+	// page errors. Default: no-op.
 	Logger *zap.Logger
 }
 
@@ -79,6 +95,7 @@ type Handler struct {
 	queues  http.Handler // asynqmon behind CSRF protection; nil without Redis
 	monitor *asynqmon.HTTPHandler
 	page    *overviewRenderer
+	limit   *throttle
 }
 
 // New returns the dashboard for cfg.
@@ -103,7 +120,21 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.MaxFailures == 0 {
+		cfg.MaxFailures = DefaultMaxFailures
+	}
+	if cfg.FailureWindow <= 0 {
+		cfg.FailureWindow = DefaultFailureWindow
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
+	limit := cfg.MaxFailures
+	if limit < 0 { // no limit, but failures are still counted to bound the log
+		limit = math.MaxInt
+	}
+	h.limit = newThrottle(limit, cfg.FailureWindow, cfg.Now)
 	if cfg.User != "" {
 		u, p := sha256.Sum256([]byte(cfg.User)), sha256.Sum256([]byte(cfg.Password))
 		h.user, h.pass = &u, &p
@@ -177,14 +208,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
+	client := ClientIP(r, h.cfg.ClientIPHeader)
+	if blocked, wait := h.limit.blocked(client); blocked {
+		secs := int((wait + time.Second - 1) / time.Second)
+		hd.Set("Retry-After", strconv.Itoa(secs))
+		if m := h.cfg.Metrics; m != nil {
+			m.ObserveAdminLoginFailure(true)
+		}
+		httpapi.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins; retry after %d s", secs))
+		return
+	}
 	if !h.authorized(r) {
 		if _, _, ok := r.BasicAuth(); ok || r.Header.Get("Authorization") != "" {
-			h.log.Debug("admin: credentials refused", zap.String("remote", r.RemoteAddr), zap.String("path", r.URL.Path))
+			h.refused(client, r)
 		}
 		hd.Set("WWW-Authenticate", `Basic realm="maskpredictor admin", charset="UTF-8"`)
 		httpapi.WriteError(w, http.StatusUnauthorized, "unauthorized")
 		return
 	}
+	h.limit.succeeded(client)
 	switch p := r.URL.Path; {
 	case p == Prefix:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -207,6 +249,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.queues.ServeHTTP(w, r)
 	default:
 		httpapi.WriteError(w, http.StatusNotFound, "not found")
+	}
+}
+
+// refused counts and logs a request whose credentials were wrong: a warning
+// for the first failure of a client's window and one when it reaches the
+// limit, none in between (a brute-force flood logs two lines per client
+// and window, not one per attempt).
+func (h *Handler) refused(client string, r *http.Request) {
+	if m := h.cfg.Metrics; m != nil {
+		m.ObserveAdminLoginFailure(false)
+	}
+	n := h.limit.fail(client)
+	switch {
+	case n == 1:
+		h.log.Warn("admin: credentials refused", zap.String("client", client),
+			zap.String("remote", r.RemoteAddr), zap.String("path", r.URL.Path))
+	case n == h.cfg.MaxFailures:
+		h.log.Warn("admin: client throttled after repeated failed logins", zap.String("client", client),
+			zap.Int("failures", n), zap.Duration("window", h.cfg.FailureWindow))
 	}
 }
 

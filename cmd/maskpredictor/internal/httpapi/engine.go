@@ -67,11 +67,23 @@ type EngineConfig struct {
 	// Redis round trip. Only used with a Cache.
 	MemoSize int
 	MemoTTL  time.Duration
+	// Guard, when set, is asked before every cache write: no write under
+	// Redis memory pressure, after an OOM reply, or beyond its byte budget
+	// (the name is answered all the same; the skipped write is counted).
+	// Reads are never held back by it.
+	Guard *cache.Guard
 	// Limits bound each name (default predictor.DefaultLimits); they are
 	// checked before the cache is asked, so a cached entry cannot bypass them.
 	Limits predictor.Limits
 	// MaxNames is the most names one batch may ask for. Default 1000.
 	MaxNames int
+	// BatchNames bounds the names of batches (PredictBatch) in flight in
+	// the process at once (default DefaultBatchNames(MaxNames); negative:
+	// no bound). A batch that finds no room within BatchWait (default 1 s)
+	// fails with a *BusyError; at most BatchNames more names wait, beyond
+	// that a batch fails at once. Single names are not bounded.
+	BatchNames int
+	BatchWait  time.Duration
 	// Metrics, when set, counts predictions by source and times them.
 	Metrics *Metrics
 	// Recent, when set, remembers served predictions for the admin page.
@@ -86,6 +98,7 @@ type Engine struct {
 	cfg       EngineConfig
 	log       *zap.Logger
 	memo      *memo
+	batches   *weighted    // nil: no bound
 	cacheDown atomic.Int64 // unix nanos until which the cache is bypassed
 	lastLog   atomic.Int64 // unix nanos of the last cache error logged
 }
@@ -101,11 +114,20 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.MaxNames <= 0 {
 		cfg.MaxNames = DefaultMaxNames
 	}
+	if cfg.BatchNames == 0 {
+		cfg.BatchNames = DefaultBatchNames(cfg.MaxNames)
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = DefaultBatchWait
+	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
+	if cfg.BatchNames > 0 {
+		e.batches = newWeighted(int64(cfg.BatchNames))
+	}
 	if cfg.Cache != nil {
 		if cfg.MemoTTL <= 0 {
 			cfg.MemoTTL = DefaultMemoTTL
@@ -220,15 +242,57 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 		return nil, perr
 	}
 	if err == nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
-		if err := e.cfg.Cache.Put(cctx, norm, p); err != nil {
-			e.cacheFailed(err, "put", 1)
-		} else {
-			e.memo.put(norm, p, now)
-		}
-		cancel()
+		e.store(ctx, []cache.Entry{{Normalized: norm, Prediction: p}}, now)
 	}
 	return p, nil
+}
+
+// store writes entries to the cache, as far as the guard allows, and
+// remembers the ones written in the memo. A write refused by the guard or
+// by Redis' OOM reply is skipped (counted, not an error): reads go on.
+func (e *Engine) store(ctx context.Context, entries []cache.Entry, now time.Time) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
+	defer cancel()
+	if g := e.cfg.Guard; g != nil {
+		if ok, why := g.Writable(cctx); !ok {
+			e.skipped(why, len(entries))
+			return
+		}
+		k := 0
+		for _, en := range entries {
+			en.JSON = en.Prediction.AppendJSON(make([]byte, 0, 512))
+			if !g.Reserve(e.cfg.Cache.Cost(en.Normalized, en.JSON)) {
+				e.skipped(cache.ReasonBudget, 1)
+				continue
+			}
+			entries[k] = en
+			k++
+		}
+		entries = entries[:k]
+		if len(entries) == 0 {
+			return
+		}
+	}
+	if err := e.cfg.Cache.PutMany(cctx, entries); err != nil {
+		if cache.IsOOM(err) { // Redis is full: not a reason to stop reading it
+			if g := e.cfg.Guard; g != nil {
+				g.ObserveError(err)
+			}
+			e.skipped(cache.ReasonOOM, len(entries))
+			return
+		}
+		e.cacheFailed(err, "put", len(entries))
+		return
+	}
+	for _, en := range entries {
+		e.memo.put(en.Normalized, en.Prediction, now)
+	}
+}
+
+func (e *Engine) skipped(why cache.Reason, n int) {
+	if m := e.cfg.Metrics; m != nil {
+		m.ObserveCacheWriteSkipped(OriginHTTP, string(why), n)
+	}
 }
 
 // predict runs the predictor on name (index i of a batch, -1 alone).
@@ -276,6 +340,16 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 	out := make([]*predictor.Prediction, len(names))
 	if len(names) == 0 {
 		return out, nil
+	}
+	if e.batches != nil {
+		n := int64(len(names))
+		if !e.batches.acquire(ctx, n, e.cfg.BatchWait) {
+			if m := e.cfg.Metrics; m != nil {
+				m.batchBusy.Inc()
+			}
+			return nil, &BusyError{RetryAfter: time.Second}
+		}
+		defer e.batches.release(n)
 	}
 	pr := e.pin()
 	if !e.cacheUsable(time.Now()) {
@@ -361,15 +435,30 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 		}
 	}
 	if err == nil && len(puts) > 0 {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
-		if err := e.cfg.Cache.PutMany(cctx, puts); err != nil {
-			e.cacheFailed(err, "put", len(puts))
-		} else {
-			for _, p := range puts {
-				e.memo.put(p.Normalized, p.Prediction, now)
-			}
-		}
-		cancel()
+		e.store(ctx, puts, now)
 	}
 	return out, nil
+}
+
+// BatchNames is the bound on batch names in flight (0: none).
+func (e *Engine) BatchNames() int {
+	if e.batches == nil {
+		return 0
+	}
+	return int(e.batches.size)
+}
+
+// BatchBusy reports whether a batch would be refused now without waiting
+// (the queue of waiting names is full), so that a server can answer before
+// reading its body.
+func (e *Engine) BatchBusy() bool {
+	return e.batches != nil && e.batches.saturated()
+}
+
+// BatchNamesInFlight is the number of batch names being worked now.
+func (e *Engine) BatchNamesInFlight() int64 {
+	if e.batches == nil {
+		return 0
+	}
+	return e.batches.inFlight()
 }

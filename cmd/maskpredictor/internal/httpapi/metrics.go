@@ -59,6 +59,11 @@ type Metrics struct {
 	cacheHitHTTP  atomic.Int64
 	cacheMissHTTP atomic.Int64
 	cacheErrors   prometheus.Counter
+	cacheSkipped  *prometheus.CounterVec
+	batchBusy     prometheus.Counter
+	conns         *connMetrics
+	adminFailures prometheus.Counter
+	adminThrottle prometheus.Counter
 	requests      *prometheus.CounterVec
 	requestDur    *prometheus.HistogramVec
 	jobDur        *prometheus.HistogramVec
@@ -96,6 +101,23 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		Name: "maskpredictor_cache_errors_total",
 		Help: "Redis errors of the HTTP cache read-through (the name was predicted without the cache).",
 	})
+	m.cacheSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "maskpredictor_cache_writes_skipped_total",
+		Help: "Cache entries not written, by origin (http) and reason: pressure (Redis used_memory near maxmemory), oom (an OOM reply), budget (the write budget is spent). The names were answered all the same.",
+	}, []string{"origin", "reason"})
+	m.batchBusy = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "maskpredictor_http_batch_busy_total",
+		Help: "Batches answered 503 (Retry-After) because too many batch names were in flight.",
+	})
+	m.conns = newConnMetrics()
+	m.adminFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "maskpredictor_admin_login_failures_total",
+		Help: "Requests to /admin/ with credentials that were refused.",
+	})
+	m.adminThrottle = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "maskpredictor_admin_throttled_total",
+		Help: "Requests to /admin/ answered 429 because their client failed to log in too often.",
+	})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "maskpredictor_http_requests_total",
 		Help: "HTTP requests by route and status code.",
@@ -118,7 +140,9 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.predictions, m.predictDur, m.cacheErrors, m.requests, m.requestDur, m.jobDur,
+		m.predictions, m.predictDur, m.cacheErrors, m.cacheSkipped, m.batchBusy,
+		m.conns.open, m.conns.refused, m.conns.evicted, m.adminFailures, m.adminThrottle,
+		m.requests, m.requestDur, m.jobDur,
 		buildInfo(),
 		&stateCollector{m: m},
 	)
@@ -170,6 +194,28 @@ func (m *Metrics) observeRequest(route string, code int, d time.Duration) {
 	if hot {
 		hr.dur.Observe(d.Seconds())
 	}
+}
+
+// origins of cache traffic, the label values of the cache metrics
+const (
+	OriginHTTP   = "http"
+	OriginWorker = "worker"
+)
+
+// ObserveCacheWriteSkipped counts n cache entries that origin ("http",
+// "worker") did not write, and why (a cache.Reason: pressure, oom, budget).
+func (m *Metrics) ObserveCacheWriteSkipped(origin, reason string, n int) {
+	m.cacheSkipped.WithLabelValues(origin, reason).Add(float64(n))
+}
+
+// ObserveAdminLoginFailure counts a refused admin login; throttled: the
+// client was answered 429 without its credentials being checked.
+func (m *Metrics) ObserveAdminLoginFailure(throttled bool) {
+	if throttled {
+		m.adminThrottle.Inc()
+		return
+	}
+	m.adminFailures.Inc()
 }
 
 // ObserveJob records one job of the in-process worker.

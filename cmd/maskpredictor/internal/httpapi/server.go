@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -50,6 +51,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     *zap.Logger
+	health  healthLog
 	metrics http.Handler
 	bufs    sync.Pool // *bytes.Buffer: request bodies
 	outs    sync.Pool // *[]byte: response bodies
@@ -85,6 +87,11 @@ func NewServer(cfg Config) (*Server, error) {
 	s.outs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	if cfg.Metrics != nil {
 		s.metrics = cfg.Metrics.Handler(cfg.MetricsToken)
+		e := cfg.Engine
+		_ = cfg.Metrics.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "maskpredictor_http_batch_names_in_flight",
+			Help: "Names of /predict_batch (and /invoke batch) requests being worked now (bounded by --batch-names).",
+		}, func() float64 { return float64(e.BatchNamesInFlight()) })) // a second server on the same Metrics keeps the first's
 	}
 	return s, nil
 }
@@ -114,6 +121,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code = s.post(w, r, s.handlePredict)
 	case routeBatch:
 		route = routeBatch
+		if r.Method == http.MethodPost && s.cfg.Engine.BatchBusy() {
+			// No room even to wait: answer before reading the body.
+			w.Header().Set("Connection", "close")
+			code = s.busy(w, &BusyError{RetryAfter: time.Second})
+			if m := s.cfg.Metrics; m != nil {
+				m.batchBusy.Inc()
+			}
+			break
+		}
 		code = s.post(w, r, s.handleBatch)
 	case routeInvoke:
 		route = routeInvoke
@@ -318,8 +334,20 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) int {
 		b := appendError(make([]byte, 0, 64+len(ie.Msg)), ie.Msg, ie.Index)
 		return writeJSON(w, http.StatusBadRequest, b)
 	}
+	var be *BusyError
+	if errors.As(err, &be) {
+		return s.busy(w, be)
+	}
 	s.log.Error("prediction failed", zap.Error(err))
 	return WriteError(w, http.StatusInternalServerError, "internal error")
+}
+
+// busy answers 503 with Retry-After (whole seconds, at least 1).
+func (s *Server) busy(w http.ResponseWriter, be *BusyError) int {
+	secs := max(1, int((be.RetryAfter+time.Second-1)/time.Second))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return WriteError(w, http.StatusServiceUnavailable,
+		fmt.Sprintf("server busy: too many batch names in flight; retry after %d s", secs))
 }
 
 func (s *Server) handlePredict(ctx context.Context, w http.ResponseWriter, body []byte, out *[]byte) int {
@@ -379,6 +407,10 @@ func (s *Server) handleBatch(ctx context.Context, w http.ResponseWriter, body []
 // the envelope's statusCode is the function's answer (200, 400, 500).
 func (s *Server) handleInvoke(ctx context.Context, w http.ResponseWriter, body []byte, out *[]byte) int {
 	resp, err := s.cfg.Engine.Invoke(ctx, body)
+	var be *BusyError
+	if errors.As(err, &be) { // like Lambda's throttling: an HTTP answer, not the function's
+		return s.busy(w, be)
+	}
 	if err != nil {
 		s.log.Error("invoke failed", zap.Error(err))
 	}
@@ -394,7 +426,11 @@ func (s *Server) handleInvoke(ctx context.Context, w http.ResponseWriter, body [
 }
 
 // Health is the /health answer. The first two fields are the Flask
-// service's; the others were added.
+// service's; the others were added. /health needs no credentials, so
+// nothing in it names a host, a port, a bucket, a key, a path or a
+// credential: ModelSource, FallbackReason and RedisError are generic
+// (PublicSource, PublicFallbackReason, PublicRedisError); the details are
+// logged and shown on the authenticated /admin/ page.
 type Health struct {
 	Status         string `json:"status"` // "ok" or "degraded"
 	ModelLoaded    bool   `json:"model_loaded"`
@@ -413,8 +449,9 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 	st := s.cfg.Status()
 	h := Health{
 		Status: "ok", ModelLoaded: st.ModelLoaded, ModelVersion: st.ModelVersion,
-		ModelSource: st.ModelSource, Fallback: !st.ModelLoaded, FallbackReason: st.FallbackReason,
-		Redis: "disabled",
+		ModelSource: PublicSource(st.ModelSource), Fallback: !st.ModelLoaded,
+		FallbackReason: PublicFallbackReason(st.FallbackReason),
+		Redis:          "disabled",
 	}
 	if !st.ModelLoaded {
 		h.Status = "degraded"
@@ -424,9 +461,11 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 		err := s.cfg.Redis.Ping(pctx).Err()
 		cancel()
 		if err != nil {
-			h.Redis, h.RedisError, h.Status = "unreachable", err.Error(), "degraded"
+			h.Redis, h.RedisError, h.Status = "unreachable", PublicRedisError(err), "degraded"
+			s.health.redisFailed(s.log, h.RedisError, err)
 		} else {
 			h.Redis = "ok"
+			s.health.redisOK(s.log)
 		}
 	}
 	return h

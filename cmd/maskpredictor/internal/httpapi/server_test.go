@@ -432,7 +432,7 @@ func TestHealth(t *testing.T) {
 	r = do(t, ts, "GET", "/health", "")
 	m = r.json(t)
 	if r.code != 200 || m["status"] != "degraded" || m["model_loaded"] != false || m["fallback"] != true ||
-		m["fallback_reason"] != "MODEL_URI /nope: no such file" {
+		m["fallback_reason"] != "model: load failed (details in the logs and on /admin/)" {
 		t.Errorf("fallback: %d %s", r.code, r.body)
 	}
 	// The fallback still answers /predict, flagged.
