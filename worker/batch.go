@@ -101,6 +101,11 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 				live = append(live, j)
 			}
 			failure = h.write(wctx, live, puts)
+			for _, j := range live {
+				if j.fail != nil { // this job's alone: its neighbours are written
+					poison[j.index] = j.fail
+				}
+			}
 		}
 	}
 	if queue == "" && len(jobs) > 0 {
@@ -164,7 +169,7 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 		for i, l := range left {
 			if l && poison[i] != nil {
 				left[i] = false
-				if err := h.bury(ctx, raws[i], infos[i], poison[i]); !errors.Is(err, asynq.SkipRetry) {
+				if err := h.bury(ctx, raws[i], infos[i], poison[i]); err != nil {
 					left[i], infos[i].err = true, err
 					failure = cmp.Or(failure, err)
 				}
@@ -184,7 +189,7 @@ func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, inf
 			continue
 		}
 		if poison[i] == nil {
-			if limit, d := retrySetting(raws[i]); limit == 0 {
+			if limit, d := sidekiq.RetryPolicy(raws[i]); limit == 0 {
 				ending, discard[i] = append(ending, i), d
 				continue
 			}

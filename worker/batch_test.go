@@ -51,7 +51,7 @@ func batchJobs() [][]byte {
 	return [][]byte{
 		job("b1", "3M Aura 9205+ N95"),
 		job("b2", "Honeywell DF300 N95 Small", 17),
-		job("b3", map[string]any{"mask_names": []string{"Moldex 2200 N95", "BNX H95 Medium Black"}, "reply_to": "reply:b3"}),
+		job("b3", map[string]any{"mask_names": []string{"Moldex 2200 N95", "BNX H95 Medium Black"}, "reply_to": "maskpredictor:reply:b3"}),
 		job("b4", " - , "), // no tokens: poison
 		job("b5", "3M aura 9205+ n95"),
 		job("b6", "Kimberly Clark N95 Pouch"),
@@ -90,7 +90,7 @@ func takeSnapshot(t *testing.T, rdb *redis.Client) snapshot {
 		s.callbacks = append(s.callbacks, j.JID+" "+string(j.Args))
 	}
 	slices.Sort(s.callbacks)
-	s.replies = rdb.LRange(ctx, "reply:b3", 0, -1).Val()
+	s.replies = rdb.LRange(ctx, "maskpredictor:reply:b3", 0, -1).Val()
 	for _, d := range rdb.ZRange(ctx, "dead", 0, -1).Val() {
 		var j struct{ JID, ErrorMessage string }
 		var m map[string]any
@@ -115,8 +115,7 @@ func TestHandlerBatchEqualsSingleJobs(t *testing.T) {
 
 	single := newHandlerEnv(t, nil)
 	for i, raw := range raws {
-		err := single.run(raw)
-		if (i == 3) != errors.Is(err, asynq.SkipRetry) {
+		if err := single.run(raw); err != nil { // the poison one (3) ends in the dead set
 			t.Fatalf("single job %d: %v", i, err)
 		}
 	}
@@ -458,31 +457,106 @@ func TestHandlerBatchDeadlineAndShutdown(t *testing.T) {
 	}
 }
 
-// A failing write-back whose keys are of the wrong type writes nothing at
-// all: no job gets a done marker without its callback.
-func TestWriteBackWrongTypeWritesNothing(t *testing.T) {
+// One bad job in a batch fails alone: a batch holding one job of each bad
+// kind beside good "retry": false, "retry": 0 and default jobs completes
+// every good job (callback, reply, cache entry), and each bad one ends in the
+// dead set with its own reason (after its hand-over to a single-job task, as
+// the Server's bridge does). A reply key of the wrong type is left as it was.
+func TestBatchIsolatesEachBadJob(t *testing.T) {
 	ctx := context.Background()
-	e := newHandlerEnv(t, nil)
-	if err := e.rdb.Set(ctx, "reply:bad", "not a list", 0).Err(); err != nil {
+	var e *handlerEnv
+	var handed [][]byte
+	e = newHandlerEnv(t, func(c *HandlerConfig) {
+		c.MaxNames = 5
+		c.Split = func(_ context.Context, _ string, r [][]byte) error { handed = append(handed, r...); return nil }
+	})
+	if err := e.rdb.Set(ctx, "maskpredictor:reply:str", "mine", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	a := job("wa", "3M Aura 9205+ N95")
-	b := job("wb", map[string]any{"mask_name": "Moldex 2200 N95", "reply_to": "reply:bad"})
-	err := e.runBatch(ctx, [][]byte{a, b})
-	if err == nil || !strings.Contains(err.Error(), "WRONGTYPE reply:bad") {
-		t.Fatalf("batch with a reply_to key of the wrong type: %v", err)
+	withRetry := func(raw []byte, retry string) []byte {
+		return []byte(strings.Replace(string(raw), `"retry":true`, `"retry":`+retry, 1))
 	}
-	if n := len(e.rdb.Keys(ctx, "maskpredictor:done:*").Val()); n != 0 {
-		t.Errorf("%d done markers written", n)
+	good := map[string][]byte{
+		"g-false":   withRetry(job("g-false", map[string]any{"mask_name": "3M Aura 9205+ N95", "reply_to": "maskpredictor:reply:g1"}), "false"),
+		"g-zero":    withRetry(job("g-zero", map[string]any{"mask_name": "Moldex 2200 N95", "reply_to": "maskpredictor:reply:g2"}), "0"),
+		"g-default": job("g-default", map[string]any{"mask_name": "Honeywell DF300 N95", "reply_to": "maskpredictor:reply:g3"}),
 	}
-	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 0 {
-		t.Errorf("%d callbacks written", n)
+	bad := map[string]struct {
+		raw    []byte
+		reason string
+	}{
+		"x-wrongtype": {withRetry(job("x-wrongtype", map[string]any{"mask_name": "BNX H95", "reply_to": "maskpredictor:reply:str"}), "false"),
+			"holds a Redis string, not a list"},
+		"x-notokens": {withRetry(job("x-notokens", " - , "), "0"), "no tokens"},
+		"x-toomany":  {job("x-toomany", map[string]any{"mask_names": []string{"a", "b", "c", "d", "e", "f"}}), "over the limit of 5"},
+		"x-foreign":  {[]byte(`{"class":"UserMailerJob","jid":"x-foreign","args":["3M Aura"],"retry":false}`), `class "UserMailerJob" is not run`},
+		"x-replyto":  {job("x-replyto", map[string]any{"mask_name": "3M Aura", "reply_to": "queue:default"}), "is not under"},
+		"x-args":     {job("x-args", 1, 2, 3), "args has 3 elements"},
 	}
-	// Alone, the good job goes through.
-	if err := e.run(a); err != nil {
-		t.Fatal(err)
+	var raws [][]byte
+	for _, k := range slices.Sorted(maps.Keys(good)) {
+		raws = append(raws, good[k])
 	}
-	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 {
-		t.Errorf("%d callbacks for the good job alone", n)
+	for _, k := range slices.Sorted(maps.Keys(bad)) {
+		raws = append(raws, bad[k].raw)
+	}
+	if err := e.runBatch(ctx, raws); err != nil {
+		t.Fatalf("batch: %v", err)
+	}
+	if len(handed) != len(bad) {
+		t.Fatalf("%d jobs handed over, want the %d bad ones", len(handed), len(bad))
+	}
+	for _, raw := range handed { // their own single-job tasks
+		if err := e.run(raw); err != nil {
+			t.Errorf("single task: %v", err)
+		}
+	}
+
+	// Every good job completed: a callback each, a reply each, a cache entry.
+	cbs := e.rdb.LRange(ctx, "queue:default", 0, -1).Val()
+	if len(cbs) != len(good) {
+		t.Errorf("%d callbacks, want %d", len(cbs), len(good))
+	}
+	for jid := range good {
+		n := 0
+		for _, cb := range cbs {
+			if strings.Contains(cb, `"jid":"`+jid+`"`) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d callbacks", jid, n)
+		}
+	}
+	for _, k := range []string{"maskpredictor:reply:g1", "maskpredictor:reply:g2", "maskpredictor:reply:g3"} {
+		if r := e.rdb.LRange(ctx, k, 0, -1).Val(); len(r) != 1 || !strings.Contains(r[0], `"breakdown"`) {
+			t.Errorf("%s: %v", k, r)
+		}
+	}
+	// Every bad job is dead alone, with its own reason; no good one is.
+	dead := map[string]string{}
+	for _, d := range e.rdb.ZRange(ctx, "dead", 0, -1).Val() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(d), &m); err != nil {
+			t.Fatal(err)
+		}
+		dead[fmt.Sprint(m["jid"])] = fmt.Sprint(m["error_message"])
+	}
+	if len(dead) != len(bad) {
+		t.Errorf("dead set %v, want the %d bad jobs", dead, len(bad))
+	}
+	for jid, b := range bad {
+		if !strings.Contains(dead[jid], b.reason) {
+			t.Errorf("%s: dead with %q, want a reason containing %q", jid, dead[jid], b.reason)
+		}
+	}
+	if v, ttl := e.rdb.Get(ctx, "maskpredictor:reply:str").Val(), e.rdb.TTL(ctx, "maskpredictor:reply:str").Val(); v != "mine" || ttl != -1 {
+		t.Errorf("the wrong-type reply key was touched: %q ttl %v", v, ttl)
+	}
+	if ttl := e.rdb.TTL(ctx, "queue:default").Val(); ttl != -1 {
+		t.Errorf("queue:default got a TTL: %v", ttl)
+	}
+	if st := e.h.Stats(); st.Dead != int64(len(bad)) || st.Discarded != 0 {
+		t.Errorf("stats %+v", st)
 	}
 }

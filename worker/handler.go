@@ -8,11 +8,9 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -105,6 +103,11 @@ type HandlerConfig struct {
 	MaxNames int
 	// MaxPayloadBytes is the largest job payload accepted. Default: 1 MiB.
 	MaxPayloadBytes int
+	// Classes are the job classes run (sidekiq.Job.CheckClass): a job of another
+	// class on our queues is dead with sidekiq.ForeignErrorClass, never predicted.
+	// Default: sidekiq.DefaultClasses (MaskPredictionJob, plain or through
+	// ActiveJob's wrapper).
+	Classes []string
 
 	// Tracker, when set, sees each job of a batch task begin and end (the
 	// Busy page and Sidekiq's stats); single-job tasks are tracked by the
@@ -157,6 +160,9 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.MaxPayloadBytes == 0 {
 		c.MaxPayloadBytes = 1 << 20
 	}
+	if len(c.Classes) == 0 {
+		c.Classes = sidekiq.DefaultClasses
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -187,6 +193,7 @@ type Handler struct {
 
 	hits, misses atomic.Int64
 	poison, dead atomic.Int64
+	discarded    atomic.Int64
 }
 
 // NewHandler returns a handler for cfg.
@@ -206,11 +213,13 @@ type HandlerStats struct {
 	CacheHits, CacheMisses int64
 	Poison                 int64 // jobs that could never succeed
 	Dead                   int64 // jobs written to Sidekiq's dead set (poison or exhausted)
+	Discarded              int64 // failed jobs whose retry setting keeps them out of the dead set
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
-	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(), Dead: h.dead.Load()}
+	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
+		Dead: h.dead.Load(), Discarded: h.discarded.Load()}
 }
 
 // poisonError marks a failure the handler classified as never succeeding.
@@ -262,7 +271,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// asynq's retried count counts failures (crash recoveries are not
 	// failures, see Server's IsFailure).
 	retried, _ := asynq.GetRetryCount(ctx)
-	limit, discard := retrySetting(raw)
+	limit, discard := sidekiq.RetryPolicy(raw)
 	if retried < limit {
 		info.outcome = "retry"
 		return err
@@ -271,8 +280,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		info.outcome = "dead"
 		h.log.Error("could not write an exhausted job to the dead set; it stays in asynq's archive",
 			zap.String("jid", info.jid), zap.Error(info.err), zap.NamedError("job_error", err))
+		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	// Ended where Sidekiq ends it (dead set, or nowhere): the task completes, so
+	// the payload is not kept a second time in asynq's archive.
+	return nil
 }
 
 // exhaust ends a job whose retries are used up, as Sidekiq does: into the
@@ -280,19 +292,38 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // whether that happened; on false (the dead-set write failed) info.err says
 // why.
 func (h *Handler) exhaust(ctx context.Context, raw []byte, info *jobInfo, err error, retried int, discard bool) bool {
+	msg := fmt.Sprintf("failed %d times, last: %v", retried+1, err)
 	if discard {
-		info.outcome = "discarded" // no trace, as in Sidekiq
+		// No dead-set entry, as in Sidekiq, but never without a trace: the
+		// log line (outcome "discarded", at error level), the counter, and the
+		// reply to a waiting caller.
+		info.outcome = "discarded"
+		h.discarded.Add(1)
 		h.log.Warn("job failed and its retry setting keeps it out of the dead set", zap.String("jid", info.jid), zap.Error(err))
+		h.replyError(ctx, raw, info, "discarded (retry: false): "+msg)
 		return true
 	}
-	msg := fmt.Sprintf("failed %d times, last: %v", retried+1, err)
 	if derr := h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassExhausted, msg, h.deadOpts(ctx, info)...); derr != nil {
 		info.err = fmt.Errorf("writing the exhausted job to the dead set: %w", derr)
 		return false
 	}
 	h.dead.Add(1)
 	info.outcome = "dead"
+	h.replyError(ctx, raw, info, ErrorClassExhausted+": "+msg)
 	return true
+}
+
+// replyError tells a caller waiting on the job's reply_to why no prediction
+// comes (sidekiq.Client.ReplyError). Best effort: the job has ended already,
+// and a caller that gets no reply still times out as before.
+func (h *Handler) replyError(ctx context.Context, raw []byte, info *jobInfo, reason string) {
+	job, err := sidekiq.ParseJob(raw)
+	if err != nil {
+		return
+	}
+	if _, err := h.cfg.Sidekiq.ReplyError(ctx, job, reason, h.cfg.ReplyTTL); err != nil {
+		h.log.Warn("could not reply the job's error to its reply_to", zap.String("jid", info.jid), zap.Error(err))
+	}
 }
 
 func isPoison(err error) bool {
@@ -300,13 +331,16 @@ func isPoison(err error) bool {
 	return errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison)
 }
 
-// bury writes a job that can never succeed to the dead set. It returns
-// asynq.SkipRetry wrapping err, or, when the dead-set write itself failed,
-// an error to retry (that write is what must not be lost).
+// bury writes a job that can never succeed to the dead set (error class
+// sidekiq.ErrorClass(err)) and replies the reason to its reply_to. It returns
+// nil: the job has ended, and is stored once, in the dead set, not also in
+// asynq's archive. When the dead-set write itself failed it returns an
+// error to retry (that write is what must not be lost).
 func (h *Handler) bury(ctx context.Context, raw []byte, info *jobInfo, err error) error {
 	h.poison.Add(1)
+	class := sidekiq.ErrorClass(err)
 	derr := h.retry(ctx, func() error {
-		return h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassInvalid, err.Error(), h.deadOpts(ctx, info)...)
+		return h.cfg.Sidekiq.Dead(ctx, raw, class, err.Error(), h.deadOpts(ctx, info)...)
 	})
 	if derr != nil {
 		info.outcome = "retry"
@@ -314,7 +348,10 @@ func (h *Handler) bury(ctx context.Context, raw []byte, info *jobInfo, err error
 	}
 	h.dead.Add(1)
 	info.outcome = "dead"
-	return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	if !errors.Is(err, errBadReplyKey) { // that key is the one thing not to write to
+		h.replyError(ctx, raw, info, class+": "+err.Error())
+	}
+	return nil
 }
 
 func (h *Handler) deadOpts(ctx context.Context, info *jobInfo) []sidekiq.DeadOption {
@@ -324,32 +361,6 @@ func (h *Handler) deadOpts(ctx context.Context, info *jobInfo) []sidekiq.DeadOpt
 		opts = append(opts, sidekiq.WithQueue(info.queue))
 	}
 	return opts
-}
-
-// retrySetting reads Sidekiq's "retry" (true/absent → 25, false → 0, n)
-// and whether a failed job leaves no dead-set entry ("retry": false or
-// "dead": false). Only called on the failure path.
-func retrySetting(raw []byte) (limit int, discard bool) {
-	var f struct {
-		Retry json.RawMessage `json:"retry"`
-		Dead  *bool           `json:"dead"`
-	}
-	if json.Unmarshal(raw, &f) != nil {
-		return 0, false
-	}
-	discard = f.Dead != nil && !*f.Dead
-	switch r := string(bytes.TrimSpace(f.Retry)); r {
-	case "", "null", "true":
-		return sidekiq.DefaultMaxRetries, discard
-	case "false":
-		return 0, true
-	default:
-		var n float64
-		if json.Unmarshal(f.Retry, &n) != nil {
-			return sidekiq.DefaultMaxRetries, discard
-		}
-		return max(int(n), 0), discard
-	}
 }
 
 // jsonSizeHint is the buffer size a prediction's JSON is encoded into: a
@@ -366,6 +377,7 @@ type pjob struct {
 	doneKey string // "" when the job has no write-back
 	index   int    // position in its batch
 	ok      bool   // written back (or to be left out of the write): nothing left to do
+	fail    error  // poison found while writing (its reply_to key), this job's alone
 }
 
 func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error {
@@ -386,7 +398,10 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	if err != nil {
 		return err
 	}
-	return h.write(ctx, jobs, puts)
+	if err := h.write(ctx, jobs, puts); err != nil {
+		return err
+	}
+	return j.fail
 }
 
 // prepare parses and checks a job: every name is validated before any side
@@ -403,31 +418,56 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if info.queue == "" {
 		info.queue = job.Queue
 	}
-	reqs, replyTo, err := job.Requests()
+	items, replyTo, err := h.check(job, info)
 	if err != nil {
 		return nil, err
-	}
-	if len(reqs) > h.cfg.MaxNames {
-		return nil, poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
-	}
-	info.names = reqs
-
-	items := make([]item, len(reqs))
-	for i, r := range reqs {
-		toks, err := h.cfg.Limits.Check(r.MaskName)
-		if err != nil {
-			if len(reqs) > 1 {
-				return nil, poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
-			}
-			return nil, poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
-		}
-		items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
 	}
 	j := &pjob{job: job, info: info, items: items, replyTo: replyTo}
 	if h.cfg.CallbackClass != "" || replyTo != "" {
 		j.doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
 	}
 	return j, nil
+}
+
+// Check reports why a parsed job can never succeed here (an error wrapping
+// sidekiq.ErrPoison), or nil. It has no side effects: the bridge asks it
+// before a job enters asynq (sidekiq.BridgeConfig.Check), so that such a job
+// goes to the dead set once, straight from the queue; prepare asks it again
+// when the job runs.
+func (h *Handler) Check(job *sidekiq.Job) error {
+	if len(job.Raw) > h.cfg.MaxPayloadBytes {
+		return poisonf("payload is %d bytes, over the limit of %d", len(job.Raw), h.cfg.MaxPayloadBytes)
+	}
+	_, _, err := h.check(job, &jobInfo{})
+	return err
+}
+
+// check is Check for prepare: the job's class, its args, the limits, and
+// every name tokenized.
+func (h *Handler) check(job *sidekiq.Job, info *jobInfo) ([]item, string, error) {
+	if err := job.CheckClass(h.cfg.Classes); err != nil {
+		return nil, "", err
+	}
+	reqs, replyTo, err := job.Requests()
+	if err != nil {
+		return nil, "", err
+	}
+	if len(reqs) > h.cfg.MaxNames {
+		return nil, "", poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
+	}
+	info.names = reqs
+	items := make([]item, len(reqs))
+	for i, r := range reqs {
+		toks, err := h.cfg.Limits.Check(r.MaskName)
+		if err != nil {
+			if len(reqs) > 1 {
+				return nil, "", poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
+			}
+			return nil, "", poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
+		}
+		items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
+	}
+	return items, replyTo, nil
 }
 
 // predict fills in the predictions the cache did not have and returns the
@@ -548,7 +588,9 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 
 // writeBackScript writes the cache entries and, for each job whose done
 // marker is not set yet, its callback jobs, its replies and its marker, all
-// at once. Checking the marker inside the script is what keeps callbacks and
+// at once. A job whose reply_to key holds another type than a list is left
+// out, alone (its neighbours in a batch are written), and reported with the
+// type it found. Checking the marker inside the script is what keeps callbacks and
 // replies exactly-once even when the same delivery runs in two tasks at the
 // same time (a crash recovery regrouping a batch, a job pushed twice with the
 // same bytes, asynq re-running a task whose lease expired while it ran), and
@@ -559,13 +601,16 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 // ARGV: 1 cache TTL ms (0: none), 2 marker TTL ms, 3 reply TTL ms, 4 callback
 // queue name, 5 jobs, 6 cache entries, then per job its callback count, its
 // reply count, the callbacks and the replies, then the cache values.
-// Returns the 1-based indexes of the jobs it wrote back.
+// Returns {written, bad}: the 1-based indexes of the jobs it wrote back, and
+// pairs of (index, type of its reply_to key) of the jobs it left out.
 var writeBackScript = redis.NewScript(`
 local cacheTTL, doneTTL, replyTTL = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nj, np = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- Check everything first: a script is not rolled back, so a command failing
 -- halfway (a key of the wrong type) would leave a marker without its
--- callback. Only then write: callbacks, replies, and the markers last.
+-- callback. The shared keys failing fails the whole write; a job's own reply
+-- key of the wrong type leaves out that job alone. Only then write:
+-- callbacks, replies, and the markers last.
 local function want(key, kind)
   local t = redis.call("TYPE", key)["ok"]
   if t ~= "none" and t ~= kind then
@@ -575,18 +620,21 @@ end
 local e = want(KEYS[1], "list") or want(KEYS[2], "set")
 if e then return e end
 local k, a = 3, 7
-local jobs, cbs = {}, {}
+local jobs, cbs, bad = {}, {}, {}
 for j = 1, nj do
   local marker, reply = KEYS[k], KEYS[k + 1]
   local ncb, nr = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   if redis.call("EXISTS", marker) == 0 then
-    if nr > 0 then
-      e = want(reply, "list")
-      if e then return e end
+    local t = "none"
+    if nr > 0 then t = redis.call("TYPE", reply)["ok"] end
+    if t ~= "none" and t ~= "list" then
+      bad[#bad + 1] = j
+      bad[#bad + 1] = t
+    else
+      for i = a, a + ncb - 1 do cbs[#cbs + 1] = ARGV[i] end
+      jobs[#jobs + 1] = {j, marker, reply, a + ncb, nr}
     end
-    for i = a, a + ncb - 1 do cbs[#cbs + 1] = ARGV[i] end
-    jobs[#jobs + 1] = {j, marker, reply, a + ncb, nr}
   end
   a = a + ncb + nr
   k = k + 2
@@ -617,7 +665,7 @@ for p = 1, np do
   end
   k, a = k + 1, a + 1
 end
-return written
+return {written, bad}
 `)
 
 // write stores the cache entries of jobs and their write-backs (callback
@@ -702,34 +750,67 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		}
 		args = append(args, val)
 	}
-	var written []int64
+	var res writeBackResult
 	attempts := 0
 	err := h.retry(ctx, func() error {
 		attempts++
-		var err error
-		written, err = writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Int64Slice()
+		v, err := writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Result()
+		if err != nil {
+			return err
+		}
+		res, err = parseWriteBack(v, len(marked))
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("writing cache entries and write-back: %w", err)
 	}
-	wrote := make([]bool, len(marked))
-	for _, w := range written {
-		if w >= 1 && int(w) <= len(marked) {
-			wrote[w-1] = true
-		}
-	}
 	for i, j := range marked {
-		// After a lost reply the marker may be this task's own: only the
-		// first attempt tells a duplicate delivery.
-		if !wrote[i] && attempts == 1 {
+		switch {
+		case res.bad[i] != "":
+			j.fail = &poisonError{fmt.Errorf("%w: %q holds a Redis %s, not a list; nothing was written to it, and no callback either",
+				errBadReplyKey, j.replyTo, res.bad[i])}
+		case !res.wrote[i] && attempts == 1:
+			// After a lost reply the marker may be this task's own: only the
+			// first attempt tells a duplicate delivery.
 			j.info.duplicate = true
 		}
 	}
 	for _, j := range jobs {
-		j.ok = true
+		j.ok = j.fail == nil
 	}
 	return nil
+}
+
+// errBadReplyKey: a job's reply_to key exists with another type than a list.
+var errBadReplyKey = errors.New("reply_to key of the wrong type")
+
+// writeBackResult is writeBackScript's answer, per marked job.
+type writeBackResult struct {
+	wrote []bool
+	bad   []string // the type of its reply key, when it was left out for it
+}
+
+func parseWriteBack(v any, n int) (writeBackResult, error) {
+	r := writeBackResult{wrote: make([]bool, n), bad: make([]string, n)}
+	parts, ok := v.([]any)
+	if !ok || len(parts) != 2 {
+		return r, fmt.Errorf("write-back script answered %T, want {written, bad}", v)
+	}
+	written, _ := parts[0].([]any)
+	for _, w := range written {
+		if i, ok := w.(int64); ok && i >= 1 && int(i) <= n {
+			r.wrote[i-1] = true
+		}
+	}
+	bad, _ := parts[1].([]any)
+	for k := 0; k+1 < len(bad); k += 2 {
+		i, ok := bad[k].(int64)
+		t, _ := bad[k+1].(string)
+		if ok && i >= 1 && int(i) <= n {
+			r.bad[i-1] = t
+		}
+	}
+	return r, nil
 }
 
 // retry runs fn again while it fails because Redis is unreachable, with

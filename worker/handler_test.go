@@ -63,7 +63,7 @@ func (e *handlerEnv) run(raw []byte) error {
 func TestHandlerPredictsCachesAndWritesBack(t *testing.T) {
 	ctx := context.Background()
 	e := newHandlerEnv(t, nil)
-	raw := job("aaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{"mask_name": "3M Aura 9205+ N95", "mask_id": 42, "reply_to": "reply:1"})
+	raw := job("aaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{"mask_name": "3M Aura 9205+ N95", "mask_id": 42, "reply_to": "maskpredictor:reply:1"})
 	if err := e.run(raw); err != nil {
 		t.Fatal(err)
 	}
@@ -113,11 +113,11 @@ func TestHandlerPredictsCachesAndWritesBack(t *testing.T) {
 	}
 
 	// (3) the reply, with an expiry
-	replies, _ := e.rdb.LRange(ctx, "reply:1", 0, -1).Result()
+	replies, _ := e.rdb.LRange(ctx, "maskpredictor:reply:1", 0, -1).Result()
 	if len(replies) != 1 || !strings.Contains(replies[0], `"mask_name":"3M Aura 9205+ N95"`) {
 		t.Errorf("replies %v", replies)
 	}
-	if ttl := e.rdb.TTL(ctx, "reply:1").Val(); ttl <= 0 || ttl > time.Hour {
+	if ttl := e.rdb.TTL(ctx, "maskpredictor:reply:1").Val(); ttl <= 0 || ttl > time.Hour {
 		t.Errorf("reply TTL %v", ttl)
 	}
 
@@ -128,7 +128,7 @@ func TestHandlerPredictsCachesAndWritesBack(t *testing.T) {
 	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 {
 		t.Errorf("%d callbacks after redelivery", n)
 	}
-	if n := e.rdb.LLen(ctx, "reply:1").Val(); n != 1 {
+	if n := e.rdb.LLen(ctx, "maskpredictor:reply:1").Val(); n != 1 {
 		t.Errorf("%d replies after redelivery", n)
 	}
 	// A new delivery of the same jid (Sidekiq Web's Retry changes the bytes) writes back again.
@@ -153,13 +153,13 @@ func TestHandlerCacheHitUsesCallerTokens(t *testing.T) {
 	}
 	// Another spelling of the same normalized name: a hit, answered in its own spelling.
 	name := "３Ｍ aura—9205+  n95"
-	if err := e.run(job("b2", map[string]any{"mask_name": name, "reply_to": "r"})); err != nil {
+	if err := e.run(job("b2", map[string]any{"mask_name": name, "reply_to": "maskpredictor:reply:r"})); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.h.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	reply, err := e.rdb.LPop(ctx, "r").Result()
+	reply, err := e.rdb.LPop(ctx, "maskpredictor:reply:r").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,10 +198,10 @@ func TestHandlerBatchAndRulesFallback(t *testing.T) {
 		c.Predictor = RulesPredictor(predictor.DefaultRules(predictor.Limits{}))
 	})
 	names := []string{"3M Aura 9205+ N95", "Moldex 2200 N95", "3m aura 9205+ n95"}
-	if err := e.run(job("c1", map[string]any{"mask_names": names, "reply_to": "batch"})); err != nil {
+	if err := e.run(job("c1", map[string]any{"mask_names": names, "reply_to": "maskpredictor:reply:batch"})); err != nil {
 		t.Fatal(err)
 	}
-	replies := e.rdb.LRange(ctx, "batch", 0, -1).Val()
+	replies := e.rdb.LRange(ctx, "maskpredictor:reply:batch", 0, -1).Val()
 	if len(replies) != 3 {
 		t.Fatalf("%d replies", len(replies))
 	}
@@ -233,12 +233,26 @@ func TestHandlerPoisonGoesToDead(t *testing.T) {
 		{"too long", job("d4", strings.Repeat("x", 51)), "too long"},
 		{"too many names", job("d5", map[string]any{"mask_names": []string{"a", "b", "c", "d"}}), "over the limit"},
 		{"bad name in batch", job("d6", map[string]any{"mask_names": []string{"a", "()"}}), "mask_names[1]"},
+		{"foreign class", []byte(`{"class":"UserMailerJob","jid":"d7","args":["3M Aura"],"retry":true}`), `class "UserMailerJob" is not run`},
+		{"foreign ActiveJob class", []byte(`{"class":"Sidekiq::ActiveJob::Wrapper","wrapped":"UserMailerJob","jid":"d8","args":[{"job_class":"UserMailerJob","arguments":["3M Aura"]}]}`), `ActiveJob class "UserMailerJob"`},
+		{"reply_to outside our keys", job("d9", map[string]any{"mask_name": "3M Aura", "reply_to": "queue:default"}), `"reply_to" "queue:default" is not under`},
+		{"reply key of the wrong type", job("d10", map[string]any{"mask_name": "3M Aura", "reply_to": "maskpredictor:reply:str"}), "holds a Redis string, not a list"},
+	}
+	if err := e.rdb.Set(ctx, "maskpredictor:reply:str", "mine", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range cases {
-		err := e.run(c.raw)
-		if !errors.Is(err, asynq.SkipRetry) {
-			t.Errorf("%s: err %v, want SkipRetry", c.name, err)
+		// Ended, in the dead set only: the task completes (nil), so asynq
+		// does not keep the payload a second time in its archive.
+		if err := e.run(c.raw); err != nil {
+			t.Errorf("%s: err %v, want nil (ended in the dead set)", c.name, err)
 		}
+	}
+	if v, ttl := e.rdb.Get(ctx, "maskpredictor:reply:str").Val(), e.rdb.TTL(ctx, "maskpredictor:reply:str").Val(); v != "mine" || ttl != -1 {
+		t.Errorf("the wrong-type reply key was touched: %q ttl %v", v, ttl)
+	}
+	if n, ttl := e.rdb.LLen(ctx, "queue:default").Val(), e.rdb.TTL(ctx, "queue:default").Val(); n != 0 || ttl != -2 {
+		t.Errorf("queue:default touched: %d entries, ttl %v", n, ttl)
 	}
 	dead, err := e.rdb.ZRange(ctx, "dead", 0, -1).Result()
 	if err != nil {
@@ -254,7 +268,11 @@ func TestHandlerPoisonGoesToDead(t *testing.T) {
 			if json.Unmarshal([]byte(d), &m) != nil {
 				continue
 			}
-			if m["error_class"] == ErrorClassInvalid && strings.Contains(fmt.Sprint(m["error_message"]), c.want) && m["failed_at"] != nil {
+			class := ErrorClassInvalid
+			if strings.HasPrefix(c.name, "foreign") {
+				class = sidekiq.ForeignErrorClass
+			}
+			if m["error_class"] == class && strings.Contains(fmt.Sprint(m["error_message"]), c.want) && m["failed_at"] != nil {
 				found = true
 			}
 		}
@@ -290,41 +308,37 @@ func TestHandlerTransientFailureExhausted(t *testing.T) {
 		t.Fatalf("first failure: %v, want a retryable error", err)
 	}
 	// retry: 0 (and false): no retry; retry 0 goes to dead, false leaves no trace.
+	// Both end here (nil: the task completes, nothing kept in asynq's archive).
 	raw := []byte(strings.Replace(string(job("e2", "3M Aura")), `"retry":true`, `"retry":0`, 1))
-	if err := e.run(raw); !errors.Is(err, asynq.SkipRetry) {
+	if err := e.run(raw); err != nil {
 		t.Fatalf("retry 0: %v", err)
 	}
-	raw = []byte(strings.Replace(string(job("e3", "3M Aura")), `"retry":true`, `"retry":false`, 1))
-	if err := e.run(raw); !errors.Is(err, asynq.SkipRetry) {
+	raw = []byte(strings.Replace(string(job("e3", map[string]any{"mask_names": []string{"3M Aura", "Moldex"}, "reply_to": "maskpredictor:reply:e3"})),
+		`"retry":true`, `"retry":false`, 1))
+	if err := e.run(raw); err != nil {
 		t.Fatalf("retry false: %v", err)
 	}
 	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
 	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"e2"`) || !strings.Contains(dead[0], ErrorClassExhausted) {
 		t.Errorf("dead %v", dead)
 	}
-}
-
-func TestRetrySetting(t *testing.T) {
-	for raw, want := range map[string]struct {
-		n       int
-		discard bool
-	}{
-		`{}`:                          {25, false},
-		`{"retry":true}`:              {25, false},
-		`{"retry":false}`:             {0, true},
-		`{"retry":5}`:                 {5, false},
-		`{"retry":0}`:                 {0, false},
-		`{"retry":3,"dead":false}`:    {3, true},
-		`{"retry":"x"}`:               {25, false},
-		`{"retry":2.0,"dead":true}`:   {2, false},
-		`not json`:                    {0, false},
-		`{"retry":-1}`:                {0, false},
-		`{"retry":null,"dead":false}`: {25, true},
-	} {
-		n, d := retrySetting([]byte(raw))
-		if n != want.n || d != want.discard {
-			t.Errorf("retrySetting(%s) = %d, %v; want %d, %v", raw, n, d, want.n, want.discard)
+	// The discarded job leaves a trace: counted, and its reply says why.
+	if st := e.h.Stats(); st.Discarded != 1 || st.Dead != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	replies := e.rdb.LRange(ctx, "maskpredictor:reply:e3", 0, -1).Val()
+	if len(replies) != 2 {
+		t.Fatalf("replies %v, want one error per name", replies)
+	}
+	for i, r := range replies {
+		var m map[string]string
+		if err := json.Unmarshal([]byte(r), &m); err != nil || m["jid"] != "e3" || m["mask_name"] != []string{"3M Aura", "Moldex"}[i] ||
+			!strings.Contains(m["error"], "discarded (retry: false): failed 1 times") {
+			t.Errorf("reply %d: %s", i, r)
 		}
+	}
+	if ttl := e.rdb.TTL(ctx, "maskpredictor:reply:e3").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("reply ttl %v", ttl)
 	}
 }
 

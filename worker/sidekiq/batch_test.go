@@ -110,7 +110,7 @@ func TestBridgeBatchesJobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ti.Retention != 24*time.Hour {
+		if ti.Retention != 10*time.Minute {
 			t.Errorf("task %s retention %s", id, ti.Retention)
 		}
 		switch ti.Type {

@@ -88,7 +88,10 @@ type BridgeConfig struct {
 
 	// Retention keeps a completed asynq task (and so its TaskID) this long, which is what
 	// makes a re-delivery after a crash a no-op instead of a second run. It must cover the
-	// recovery window (AliveTTL + RecoverInterval) many times over. Default: 24 h.
+	// recovery window (AliveTTL + RecoverInterval) many times over. It is not what keeps
+	// callbacks and replies exactly-once (the worker's done markers do, for DoneTTL), so
+	// a delivery that comes back later still writes back once; it only runs again.
+	// Default: 10 min (a completed task with its payload is ~0.8 KB per job).
 	Retention time.Duration
 
 	// TaskTimeout is asynq's Timeout for each job (a batch task gets it once per job).
@@ -97,6 +100,22 @@ type BridgeConfig struct {
 
 	// MaxBackoff caps the wait between attempts while Redis is unreachable. Default: 5 s.
 	MaxBackoff time.Duration
+
+	// Classes are the job classes this bridge hands to asynq (Job.CheckClass): a job of
+	// any other class on our queues goes to the dead set with ForeignErrorClass and is
+	// never predicted. Default: DefaultClasses.
+	Classes []string
+
+	// ReplyTTL is the expiry of a reply_to list a refused job's error is replied to
+	// (Client.ReplyError). Default: 1 h.
+	ReplyTTL time.Duration
+
+	// Check, when set, is asked about every job that parses, before it is handed over:
+	// an error (wrapping ErrPoison) sends the job to the dead set with that reason, so a
+	// job that can never succeed (over the worker's limits, a name without tokens) is
+	// stored once, in the dead set, and never enters asynq. The worker's handler
+	// (worker.Handler.Check) makes the same checks again when the job runs.
+	Check func(*Job) error
 
 	// Client writes poison jobs to the dead set. Default: NewClient(Redis).
 	Client *Client
@@ -148,10 +167,16 @@ func (c BridgeConfig) WithDefaults() BridgeConfig {
 		c.BackpressurePoll = 10 * time.Millisecond
 	}
 	if c.Retention == 0 {
-		c.Retention = 24 * time.Hour
+		c.Retention = 10 * time.Minute
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 5 * time.Second
+	}
+	if len(c.Classes) == 0 {
+		c.Classes = DefaultClasses
+	}
+	if c.ReplyTTL == 0 {
+		c.ReplyTTL = time.Hour
 	}
 	if c.Client == nil && c.Redis != nil {
 		c.Client = NewClient(c.Redis)
@@ -799,27 +824,53 @@ func (b *Bridge) transferAll(ctx context.Context, q string, items []string) erro
 	return firstErr
 }
 
-// parse checks one delivery. A payload that can never succeed is put into the dead set
-// and parse returns (nil, nil); an error means the dead-set write failed.
+// parse checks one delivery. A payload that can never succeed (not a job, args we do not
+// understand, a class we do not run, what Check refuses) is put into the dead set and
+// parse returns (nil, nil); an error means the dead-set write failed.
 func (b *Bridge) parse(ctx context.Context, q, raw string) (*Job, error) {
 	payload := []byte(raw)
 	job, err := ParseJob(payload)
 	if err == nil {
-		if _, _, err = job.Requests(); err == nil {
+		err = b.check(job)
+		if err == nil {
 			return job, nil
 		}
 	}
-	// ParseJob and Requests only ever return poison errors.
-	if derr := b.client.Dead(ctx, payload, PoisonErrorClass, err.Error(), WithQueue(q)); derr != nil {
+	if derr := b.client.Dead(ctx, payload, ErrorClass(err), err.Error(), WithQueue(q)); derr != nil {
 		return nil, derr
 	}
 	b.poisoned.Add(1)
 	jid := ""
 	if job != nil {
 		jid = job.JID
+		if !errors.Is(err, ErrForeign) { // a foreign job's args are not ours to read
+			if _, rerr := b.client.ReplyError(ctx, job, ErrorClass(err)+": "+err.Error(), b.cfg.ReplyTTL); rerr != nil {
+				b.log.Warn("sidekiq bridge: could not reply a poison job's error to its reply_to", zap.String("jid", jid), zap.Error(rerr))
+			}
+		}
 	}
-	b.log.Warn("sidekiq bridge: poison job sent to the dead set", zap.String("queue", q), zap.String("jid", jid), zap.String("reason", err.Error()))
+	b.log.Warn("sidekiq bridge: poison job sent to the dead set", zap.String("queue", q), zap.String("jid", jid),
+		zap.String("error_class", ErrorClass(err)), zap.String("reason", err.Error()))
 	return nil, nil
+}
+
+// check is everything parse asks of a parsed job: its class, its args, Check.
+func (b *Bridge) check(job *Job) error {
+	if err := job.CheckClass(b.cfg.Classes); err != nil {
+		return err
+	}
+	if _, _, err := job.Requests(); err != nil {
+		return err
+	}
+	if b.cfg.Check != nil {
+		if err := b.cfg.Check(job); err != nil {
+			if !errors.Is(err, ErrPoison) {
+				err = fmt.Errorf("%w: %w", ErrPoison, err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // enqueueTask hands jobs to asynq as one task: TaskType for a single job, BatchTaskType

@@ -130,7 +130,7 @@ func checkOneTaskPerDelivery(t testing.TB, rdb redis.UniversalClient, q string, 
 		switch {
 		case ti == nil:
 			t.Errorf("no task for %s", p)
-		case string(ti.Payload) != p || ti.Type != TaskType || ti.Queue != q || ti.MaxRetry != j.Retry || ti.Retention != 24*time.Hour:
+		case string(ti.Payload) != p || ti.Type != TaskType || ti.Queue != q || ti.MaxRetry != j.Retry || ti.Retention != 10*time.Minute:
 			t.Errorf("task %s: type=%s queue=%s max_retry=%d retention=%s payload=%s; want the raw job with max_retry %d",
 				ti.ID, ti.Type, ti.Queue, ti.MaxRetry, ti.Retention, ti.Payload, j.Retry)
 		}
@@ -234,7 +234,7 @@ func TestBridgeRubyPushedJobs(t *testing.T) {
 			if strings.Join(got, ",") != wantReqs[l] || j.Retry != wantRetry[l] {
 				t.Errorf("%s: requests %v retry %d, want %s retry %d", l, got, j.Retry, wantReqs[l], wantRetry[l])
 			}
-			if (l == "hash") != (replyTo == "replies:1") {
+			if (l == "hash") != (replyTo == "maskpredictor:reply:1") {
 				t.Errorf("%s: reply_to %q", l, replyTo)
 			}
 		} else if !strings.HasPrefix(got[0], "bulk mask ") || j.CreatedAt.IsZero() || j.EnqueuedAt.IsZero() {
@@ -395,12 +395,15 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 		return fmt.Sprintf(`{"retry":true,"queue":"mask_predictions","class":"MaskPredictionJob","args":["good %d"],"jid":"%024x","created_at":1795936334.5,"enqueued_at":1795936334.5}`, i, i+100)
 	}
 	poison := map[string]string{
-		"not json {":                           "not JSON",
-		`[1,2]`:                                "not a JSON object",
-		`{"class":"K","args":["x"]}`:           `no "jid"`,
-		`{"class":"K","jid":"p1","args":[42]}`: "mask name (string) or a hash",
-		`{"class":"K","jid":"p2","args":[]}`:   "args is empty",
-		`{"class":"K","jid":"p3","args":[{"mask_names":[]}]}`: `"mask_names" is empty`,
+		"not json {":                 "not JSON",
+		`[1,2]`:                      "not a JSON object",
+		`{"class":"K","args":["x"]}`: `no "jid"`,
+		`{"class":"MaskPredictionJob","jid":"p1","args":[42]}`:                                           "mask name (string) or a hash",
+		`{"class":"MaskPredictionJob","jid":"p2","args":[]}`:                                             "args is empty",
+		`{"class":"MaskPredictionJob","jid":"p3","args":[{"mask_names":[]}]}`:                            `"mask_names" is empty`,
+		`{"class":"RailsMailerJob","jid":"p4","args":["Moldex 2200 N95"]}`:                               `class "RailsMailerJob" is not run by the maskpredictor sidecar`,
+		`{"class":"MaskPredictionJob","jid":"p5","args":[{"mask_name":"a","reply_to":"queue:default"}]}`: `"reply_to" "queue:default" is not under`,
+		`{"class":"MaskPredictionJob","jid":"p6","args":["vetoed by Check"]}`:                            "vetoed",
 	}
 	var goods []string
 	for i := range 4 {
@@ -415,7 +418,14 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 		}
 	}
 	pushRaw(t, rdb, testQueue, all...)
-	b := startBridge(t, testBridgeConfig(t, rdb))
+	cfg := testBridgeConfig(t, rdb)
+	cfg.Check = func(j *Job) error {
+		if reqs, _, _ := j.Requests(); reqs[0].MaskName == "vetoed by Check" {
+			return errors.New("vetoed") // wrapped into ErrPoison by the bridge
+		}
+		return nil
+	}
+	b := startBridge(t, cfg)
 	waitFor(t, 10*time.Second, "every job handled", func() bool {
 		st := b.Stats()
 		return st.Poison == int64(len(poison)) && st.Transferred == int64(len(goods))
@@ -436,7 +446,11 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 		if err := json.Unmarshal([]byte(d), &e); err != nil {
 			t.Fatalf("dead entry is not JSON: %s", d)
 		}
-		if e.ErrorClass != PoisonErrorClass || e.JID == "" || e.Queue != testQueue || e.FailedAt == 0 {
+		wantClass := PoisonErrorClass
+		if e.JID == "p4" {
+			wantClass = ForeignErrorClass
+		}
+		if e.ErrorClass != wantClass || e.JID == "" || e.Queue != testQueue || e.FailedAt == 0 {
 			t.Errorf("dead entry: %s", d)
 		}
 		for _, want := range poison {
@@ -669,7 +683,7 @@ func TestBridgeConfigValidation(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
 	d := BridgeConfig{Redis: rdb}.WithDefaults()
-	if d.MaxPending != 20 || d.BatchSize != 20 || d.Queues[0].Name != DefaultQueue || d.Retention != 24*time.Hour ||
+	if d.MaxPending != 20 || d.BatchSize != 20 || d.Queues[0].Name != DefaultQueue || d.Retention != 10*time.Minute ||
 		d.AliveTTL != 30*time.Second || d.AsynqRedis != rdb || d.Client == nil || d.Identity == "" {
 		t.Errorf("defaults: %+v", d)
 	}

@@ -344,3 +344,34 @@ func Backoff(retryCount int) time.Duration {
 
 // RetryDelay adapts Backoff to asynq.Config.RetryDelayFunc.
 func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration { return Backoff(n) }
+
+// ReplyError answers a job that ends without predictions (dead set, or discarded by its
+// retry setting) on its reply_to list, when it has one: one JSON object per name,
+// {"mask_name", "jid", "error"}, so a caller waiting for as many replies as it sent names
+// learns at once why, instead of waiting out its timeout. Jobs without a reply_to (or
+// whose reply_to was refused) need nothing; it reports whether it wrote. ttl is the
+// list's expiry, as for the predictions the worker replies.
+func (c *Client) ReplyError(ctx context.Context, job *Job, reason string, ttl time.Duration) (bool, error) {
+	if job == nil {
+		return false, nil
+	}
+	reqs, replyTo, err := job.Requests()
+	if err != nil || replyTo == "" {
+		return false, nil
+	}
+	vals := make([]any, len(reqs))
+	for i, r := range reqs {
+		v, err := marshalNoEscape(map[string]string{"mask_name": r.MaskName, "jid": job.JID, "error": reason})
+		if err != nil {
+			return false, fmt.Errorf("encoding the error reply: %w", err)
+		}
+		vals[i] = v
+	}
+	pipe := c.rdb.TxPipeline()
+	pipe.RPush(ctx, replyTo, vals...)
+	pipe.PExpire(ctx, replyTo, ttl)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("replying the error to %s: %w", replyTo, err)
+	}
+	return true, nil
+}

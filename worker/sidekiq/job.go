@@ -27,6 +27,34 @@ const DefaultMaxRetries = 25
 // callers test with errors.Is(err, ErrPoison) and show err.Error() as the reason.
 var ErrPoison = errors.New("job can never succeed")
 
+// ReplyPrefix is the only key space a job's "reply_to" may name. The sidecar shares
+// Redis with the Rails app: a reply pushed to, and given an expiry on, any key a job
+// names could expire Sidekiq's own queues ("reply_to": "queue:default"). The Rails kit's
+// reply keys are ReplyPrefix + a random suffix.
+const ReplyPrefix = "maskpredictor:reply:"
+
+// maxReplyKeyLen bounds a reply_to key (the Rails kit's are 44 bytes).
+const maxReplyKeyLen = 256
+
+// ErrForeign marks a job on one of our queues whose class is not one the sidecar runs
+// (it wraps ErrPoison: it can never succeed here). See Job.CheckClass.
+var ErrForeign = fmt.Errorf("%w: not a maskpredictor job", ErrPoison)
+
+// ForeignErrorClass is the error_class of the dead-set entry of a job ErrForeign refused.
+const ForeignErrorClass = "MaskPredictor::ForeignJob"
+
+// DefaultClasses are the job classes the sidecar runs when none are configured: the
+// Rails kit's MaskPredictionJob (plain Sidekiq, or ActiveJob through its wrapper).
+var DefaultClasses = []string{"MaskPredictionJob"}
+
+// ErrorClass is the dead-set error_class for a job refused with err.
+func ErrorClass(err error) string {
+	if errors.Is(err, ErrForeign) {
+		return ForeignErrorClass
+	}
+	return PoisonErrorClass
+}
+
 // The two class names ActiveJob's Sidekiq adapter writes: Rails' own adapter and Sidekiq
 // 7.x use the first, Sidekiq 8 the second (the old name keeps working there).
 const (
@@ -46,9 +74,39 @@ type Job struct {
 	JID        string            // Sidekiq's job id
 	Args       []json.RawMessage // for ActiveJob: the job's own arguments (args[0].arguments), _aj_* markers stripped
 	Retry      int               // max retries derived from "retry" (true or absent → 25, false → 0, n → n)
+	Discard    bool              // a failed job out of retries leaves no dead-set entry ("retry": false or "dead": false)
 	RetryCount int               // "retry_count" (0 when absent: the job never failed yet)
 	CreatedAt  time.Time         // zero when absent or unreadable
 	EnqueuedAt time.Time         // zero when absent (scheduled jobs have none until they are pushed)
+}
+
+// RunsAs is the class the job runs as: the ActiveJob job class for ActiveJob's wrapper
+// (its "wrapped", else the serialized job_class), else "class".
+func (j *Job) RunsAs() string {
+	if j.Class == ActiveJobWrapperClass || j.Class == ActiveJobWrapperClassNew {
+		return j.Wrapped
+	}
+	return j.Class
+}
+
+// CheckClass refuses a job that does not run as one of classes (an error wrapping
+// ErrForeign). A Rails app may push jobs of other classes onto our queue by mistake (a
+// queue name shared with a Ruby job, a callback class pointed at the wrong queue); they
+// must never be predicted, and the dead-set entry says why, naming the class.
+func (j *Job) CheckClass(classes []string) error {
+	c := j.RunsAs()
+	for _, ok := range classes {
+		if c == ok {
+			return nil
+		}
+	}
+	what := fmt.Sprintf("class %q", j.Class)
+	if c != j.Class {
+		what = fmt.Sprintf("ActiveJob class %q (wrapped by %s)", c, j.Class)
+	}
+	return fmt.Errorf("%w: %s is not run by the maskpredictor sidecar, which runs only %s on its queues; "+
+		"move the job to a queue a Ruby Sidekiq process serves (Retry here brings it back to this queue)",
+		ErrForeign, what, strings.Join(classes, ", "))
 }
 
 // Request is one mask name to predict, with the caller's id for it.
@@ -106,6 +164,7 @@ func ParseJob(raw []byte) (*Job, error) {
 	}
 	j.Args = args
 	j.Retry = retryLimit(fields["retry"])
+	j.Discard = discards(fields["retry"], fields["dead"])
 	j.RetryCount = intField(fields["retry_count"])
 	j.CreatedAt = timestampField(fields["created_at"])
 	j.EnqueuedAt = timestampField(fields["enqueued_at"])
@@ -238,8 +297,11 @@ func marshalNoEscape(v any) ([]byte, error) {
 }
 
 // retryLimit maps Sidekiq's "retry" option to a max retry count the way Sidekiq's
-// retry handler does: an Integer is the limit, false means none, anything else
-// (true, absent) means max_retries (25). An integral float is taken as an Integer.
+// retry handler does (job_retry.rb retry_attempts_from): an Integer is the limit, false
+// means none, anything else (true, absent, a Float, a String) means max_retries (25).
+// JSON has no Integer type; a number written without a fraction or exponent is what
+// Ruby's JSON parser reads as an Integer, so "retry": 3.0 or 1e308 is a Float, and 25.
+// A huge Integer (a Bignum in Ruby) is capped at MaxInt32: retries without end.
 func retryLimit(v json.RawMessage) int {
 	v = bytes.TrimSpace(v)
 	switch {
@@ -248,12 +310,12 @@ func retryLimit(v json.RawMessage) int {
 	case string(v) == "false":
 		return 0
 	}
+	if bytes.ContainsAny(v, ".eE") {
+		return DefaultMaxRetries // a Float in Ruby: not an Integer
+	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return DefaultMaxRetries // e.g. a string: truthy in Ruby, not an Integer
-	}
-	if f != math.Trunc(f) {
-		return DefaultMaxRetries
 	}
 	switch {
 	case f < 0:
@@ -262,6 +324,24 @@ func retryLimit(v json.RawMessage) int {
 		return math.MaxInt32
 	}
 	return int(f)
+}
+
+// discards reports whether a job that runs out of retries leaves no dead-set entry, as
+// in Sidekiq: "retry": false (never retried, never in the dead set) or "dead": false.
+func discards(retry, dead json.RawMessage) bool {
+	return string(bytes.TrimSpace(retry)) == "false" || string(bytes.TrimSpace(dead)) == "false"
+}
+
+// RetryPolicy reads a payload's retry setting: the most retries it allows (Job.Retry)
+// and whether a job out of retries leaves no trace in the dead set (Job.Discard). It is
+// the one reader of "retry" and "dead"; a payload that is not a JSON object gets the
+// defaults (25 retries, dead set), which is what its dead-set entry needs.
+func RetryPolicy(raw []byte) (limit int, discard bool) {
+	fields, err := decodeObject(raw)
+	if err != nil {
+		return DefaultMaxRetries, false
+	}
+	return retryLimit(fields["retry"]), discards(fields["retry"], fields["dead"])
 }
 
 func intField(v json.RawMessage) int {
@@ -351,6 +431,19 @@ func DeliveryID(jid string, raw []byte) string {
 	return jid + "-" + hex.EncodeToString(sum[:8])
 }
 
+// checkReplyKey confines reply_to to ReplyPrefix (see there). Its errors wrap ErrPoison;
+// nothing is ever written to a refused key.
+func checkReplyKey(key string) error {
+	switch {
+	case !strings.HasPrefix(key, ReplyPrefix) || len(key) == len(ReplyPrefix):
+		return poison(`"reply_to" %s is not under %q: the sidecar writes replies only to keys of its own (the Rails kit's MaskPredictor.predict_now uses %s<random>); nothing was written to it`,
+			abbrev([]byte(key)), ReplyPrefix, ReplyPrefix)
+	case len(key) > maxReplyKeyLen:
+		return poison(`"reply_to" is %d bytes, over the limit of %d`, len(key), maxReplyKeyLen)
+	}
+	return nil
+}
+
 // Requests interprets Args: ["name"], ["name", id], [{"mask_name","mask_id"}],
 // [{"mask_names": [...]}]; optional "reply_to" in the hash form.
 //
@@ -395,6 +488,9 @@ func (j *Job) Requests() (reqs []Request, replyTo string, err error) {
 	if rt, ok := h["reply_to"]; ok && !isNull(rt) {
 		if err := json.Unmarshal(rt, &replyTo); err != nil {
 			return nil, "", poison(`"reply_to" must be a string (a Redis key), got %s`, abbrev(rt))
+		}
+		if err := checkReplyKey(replyTo); err != nil {
+			return nil, "", err
 		}
 	}
 	rawName, hasName := h["mask_name"]

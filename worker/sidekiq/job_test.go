@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,9 +88,9 @@ func TestParseJobRecordedPayloads(t *testing.T) {
 			args: []string{`{"mask_id":12,"mask_name":"Nightfang Visor"}`}, reqs: []wantReq{{"Nightfang Visor", "12"}}},
 		{file: "constructed_sidekiq8_activejob_hash.json", class: ActiveJobWrapperClassNew, wrapped: "MaskPredictionJob", jid: "9a8b7c6d5e4f30211203f4e5", retry: 3,
 			createdMs: 1795936334694, enqueuedMs: 1795936334695,
-			args:    []string{`{"mask_names":["Ember Crown","Frost <Veil> & Co"],"reply_to":"replies:abc"}`},
+			args:    []string{`{"mask_names":["Ember Crown","Frost <Veil> & Co"],"reply_to":"maskpredictor:reply:abc"}`},
 			reqs:    []wantReq{{"Ember Crown", "null"}, {"Frost <Veil> & Co", "null"}},
-			replyTo: "replies:abc"},
+			replyTo: "maskpredictor:reply:abc"},
 		{file: "constructed_hash_form.json", class: "MaskPredictionJob", jid: "c0ffee00c0ffee00c0ffee00", retry: 25,
 			createdMs: 1795936334035, enqueuedMs: 1795936334035,
 			args:    []string{`{"mask_name":"Flameshroud","mask_id":12345678901234567890,"reply_to":"maskpredictor:reply:1","request_id":"r-1","v":1}`},
@@ -189,19 +190,52 @@ func TestParseJobTimestamps(t *testing.T) {
 	}
 }
 
+// TestParseJobRetry pins Sidekiq's reading of "retry" (an Integer is the limit, false
+// none, anything else 25) and checks that RetryPolicy, the failure path's reader, agrees
+// with ParseJob on every value: one parser, one answer.
 func TestParseJobRetry(t *testing.T) {
-	for v, want := range map[string]int{`true`: 25, `false`: 0, `0`: 0, `3`: 3, `5.0`: 5, `-1`: 0, `"5"`: 25, `null`: 25, `{}`: 25, `2.5`: 25} {
-		j, err := ParseJob([]byte(`{"class":"K","jid":"j","args":["x"],"retry":` + v + `}`))
+	tests := []struct {
+		retry, dead string // "" = absent
+		limit       int
+		discard     bool
+	}{
+		{retry: `true`, limit: 25},
+		{retry: `false`, limit: 0, discard: true},
+		{retry: `0`, limit: 0},
+		{retry: `3`, limit: 3},
+		{retry: `5.0`, limit: 25}, // a Float in Ruby
+		{retry: `1e308`, limit: 25},
+		{retry: `1E2`, limit: 25},
+		{retry: `99999999999999999999`, limit: math.MaxInt32}, // a Bignum
+		{retry: `-1`, limit: 0},
+		{retry: `"5"`, limit: 25},
+		{retry: `null`, limit: 25},
+		{retry: `{}`, limit: 25},
+		{retry: `2.5`, limit: 25},
+		{limit: 25},
+		{retry: `3`, dead: `false`, limit: 3, discard: true},
+		{retry: `3`, dead: `true`, limit: 3},
+		{dead: `false`, limit: 25, discard: true},
+	}
+	for _, tc := range tests {
+		raw := `{"class":"K","jid":"j","args":["x"]`
+		if tc.retry != "" {
+			raw += `,"retry":` + tc.retry
+		}
+		if tc.dead != "" {
+			raw += `,"dead":` + tc.dead
+		}
+		raw += "}"
+		j, err := ParseJob([]byte(raw))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Retry != want {
-			t.Errorf("retry %s → %d, want %d", v, j.Retry, want)
+		if j.Retry != tc.limit || j.Discard != tc.discard {
+			t.Errorf("%s → retry %d discard %v, want %d %v", raw, j.Retry, j.Discard, tc.limit, tc.discard)
 		}
-	}
-	j, _ := ParseJob([]byte(`{"class":"K","jid":"j","args":["x"]}`))
-	if j.Retry != DefaultMaxRetries {
-		t.Errorf("no retry → %d, want %d", j.Retry, DefaultMaxRetries)
+		if limit, discard := RetryPolicy([]byte(raw)); limit != j.Retry || discard != j.Discard {
+			t.Errorf("%s: RetryPolicy %d %v, ParseJob %d %v", raw, limit, discard, j.Retry, j.Discard)
+		}
 	}
 }
 
@@ -256,10 +290,10 @@ func TestRequestsForms(t *testing.T) {
 		{`["Flameshroud", null]`, []wantReq{{"Flameshroud", "null"}}, ""},
 		{`[{"mask_name":"Flameshroud","mask_id":42}]`, []wantReq{{"Flameshroud", "42"}}, ""},
 		{`[{"mask_name":"Flameshroud"}]`, []wantReq{{"Flameshroud", "null"}}, ""},
-		{`[{"mask_name":"Flameshroud","mask_id":42,"reply_to":"k:1"}]`, []wantReq{{"Flameshroud", "42"}}, "k:1"},
+		{`[{"mask_name":"Flameshroud","mask_id":42,"reply_to":"maskpredictor:reply:k1"}]`, []wantReq{{"Flameshroud", "42"}}, "maskpredictor:reply:k1"},
 		{`[{"mask_name":"Flameshroud","reply_to":null}]`, []wantReq{{"Flameshroud", "null"}}, ""},
 		{`[{"mask_names":["A","B  c"]}]`, []wantReq{{"A", "null"}, {"B  c", "null"}}, ""},
-		{`[{"mask_names":["A"],"reply_to":"k:2","request_id":9}]`, []wantReq{{"A", "null"}}, "k:2"},
+		{`[{"mask_names":["A"],"reply_to":"maskpredictor:reply:k2","request_id":9}]`, []wantReq{{"A", "null"}}, "maskpredictor:reply:k2"},
 	}
 	for _, tc := range tests {
 		j, err := ParseJob([]byte(`{"class":"K","jid":"j","args":` + tc.args + `}`))
@@ -302,6 +336,11 @@ func TestRequestsPoison(t *testing.T) {
 		`[{"mask_names":["a",1]}]`:               `"mask_names"[1] must be a string`,
 		`[{"mask_names":["a",""]}]`:              `"mask_names"[1] is empty`,
 		`[{"mask_name":"a","reply_to":5}]`:       `"reply_to" must be a string`,
+		`[{"mask_name":"a","reply_to":"queue:default"}]`:                                        `"reply_to" "queue:default" is not under "maskpredictor:reply:"`,
+		`[{"mask_name":"a","reply_to":"maskpredictor:reply:"}]`:                                 `is not under`,
+		`[{"mask_name":"a","reply_to":"maskpredictor:prediction:x"}]`:                           `is not under`,
+		`[{"mask_names":["a"],"reply_to":"stat:processed"}]`:                                    `is not under`,
+		`[{"mask_name":"a","reply_to":"maskpredictor:reply:` + strings.Repeat("x", 300) + `"}]`: `over the limit of 256`,
 	}
 	for args, want := range tests {
 		j, err := ParseJob([]byte(`{"class":"K","jid":"j","args":` + args + `}`))

@@ -30,7 +30,7 @@ jids["plain"] = Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => 
 jids["name_and_id"] = Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => queue,
   "args" => ["Voidgrin", 42], "retry" => 3, "backtrace" => 5, "tags" => ["ml"])
 jids["hash"] = Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => queue,
-  "args" => [{ "mask_name" => "Nightfang", "mask_id" => 7, "reply_to" => "replies:1" }], "retry" => false)
+  "args" => [{ "mask_name" => "Nightfang", "mask_id" => 7, "reply_to" => "maskpredictor:reply:1" }], "retry" => false)
 jids["names"] = Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => queue,
   "args" => [{ "mask_names" => ["Ember Crown", "Frost Veil"] }], "retry" => 0)
 # MaskPredictionJob.perform_later(mask_name: "Dusk Warden", mask_id: 99) through Rails' adapter
