@@ -106,6 +106,7 @@ func (c Config) WithDefaults() Config {
 	c.Bridge.Redis, c.Bridge.AsynqRedis = c.Redis, c.AsynqRedis
 	c.Bridge.Queues, c.Bridge.Concurrency = c.Queues, c.Concurrency
 	c.Bridge.Identity, c.Bridge.Logger = c.Identity, c.Logger
+	c.Bridge.Classes, c.Bridge.ReplyTTL = c.Handler.Classes, c.Handler.ReplyTTL
 	if c.Bridge.MaxPending == 0 {
 		// Enough handed-over work that the pool never waits on the bridge
 		// (measured: 2× concurrency halves the throughput), little enough
@@ -136,6 +137,10 @@ func (c Config) validate() error {
 	case c.RescueInterval < time.Second:
 		return fmt.Errorf("worker: RescueInterval %v is below 1s", c.RescueInterval)
 	}
+	if c.Handler.CallbackClass != "" && slices.Contains(sidekiq.QueueNames(c.Queues), c.Handler.CallbackQueue) {
+		return fmt.Errorf("worker: the callback queue %q is one the worker serves: the callback jobs (%s) would come back to it; "+
+			"use the queue a Ruby Sidekiq process serves (default \"default\")", c.Handler.CallbackQueue, c.Handler.CallbackClass)
+	}
 	return c.Handler.validate()
 }
 
@@ -165,24 +170,31 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	bridge, err := sidekiq.NewBridge(cfg.Bridge)
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
 	hb, err := sidekiq.NewHeartbeat(cfg.Heartbeat)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	// The handler hands failed batches' jobs to the bridge (Split), and the
+	// bridge asks the handler's Check before a job enters asynq, so that
+	// poison goes to the dead set straight from the queue and is stored once.
+	var bridge *sidekiq.Bridge
 	hcfg := cfg.Handler
 	if hcfg.Tracker == nil {
 		hcfg.Tracker = hb
 	}
 	if hcfg.Split == nil {
-		hcfg.Split = bridge.EnqueueEach
+		hcfg.Split = func(ctx context.Context, q string, raws [][]byte) error { return bridge.EnqueueEach(ctx, q, raws) }
 	}
 	h, err := NewHandler(hcfg)
 	if err != nil {
 		return nil, err
+	}
+	bcfg := cfg.Bridge
+	if bcfg.Check == nil {
+		bcfg.Check = h.Check
+	}
+	if bridge, err = sidekiq.NewBridge(bcfg); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	var sched *sidekiq.Scheduler
 	if !cfg.DisableScheduler {
@@ -260,7 +272,10 @@ func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 		defer done()
 		err := next.ProcessTask(ctx, t)
 		if ctx.Err() == nil || err == nil { // interrupted jobs are requeued, not counted
-			s.hb.RecordResult(err != nil)
+			// A job ended in the dead set (or discarded) completes its task
+			// (nil), but it failed, for Sidekiq's Failed count as for Ruby's.
+			ji, _ := ctx.Value(jobInfoKey{}).(*jobInfo)
+			s.hb.RecordResult(err != nil || ji != nil && (ji.outcome == "dead" || ji.outcome == "discarded"))
 		}
 		s.awaitAsynqRedis(ctx)
 		return err
