@@ -171,6 +171,8 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		job  specJob
 		want string
 	}{
+		{specJob{Form: "raw", Payload: `{"class":"UserMailerJob","args":["3M Aura"],"jid":"foreign0000000000000000001","queue":"mask_predictions","retry":true}`}, `class "UserMailerJob" is not run`},
+		{specJob{Form: "raw", Payload: `{"class":"MaskPredictionJob","args":[{"mask_name":"3M Aura","reply_to":"queue:default"}],"jid":"poison0000000000000000007","queue":"mask_predictions"}`}, `"reply_to" "queue:default" is not under`},
 		{specJob{Form: "raw", Payload: "this is not JSON"}, "not JSON"},
 		{specJob{Form: "raw", Payload: `{"class":"MaskPredictionJob","args":[1,2,3],"jid":"poison0000000000000000002","queue":"mask_predictions"}`}, "args has 3 elements"},
 		{specJob{Form: "plain", Name: " - , ( ) "}, "no tokens"},
@@ -195,8 +197,10 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 	srv, err := New(Config{
 		Redis:      rdb,
 		AsynqRedis: rs.Client(),
-		Handler:    HandlerConfig{Predictor: CRFPredictor(crf), CallbackClass: callbackClass},
-		Logger:     zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Handler: HandlerConfig{Predictor: CRFPredictor(crf), CallbackClass: callbackClass,
+			// The recorded payloads' own classes, as an app configures WORKER_CLASSES.
+			Classes: []string{"MaskPredictionJob", "MaskNamePredictJob", "MaskNamePredictionJob"}},
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +394,7 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 	for _, p := range poison {
 		found := false
 		for _, d := range rb.Dead {
-			if d.ErrorClass == ErrorClassInvalid && strings.Contains(d.ErrorMessage, p.want) {
+			if (d.ErrorClass == ErrorClassInvalid || d.ErrorClass == sidekiq.ForeignErrorClass) && strings.Contains(d.ErrorMessage, p.want) {
 				found = true
 			}
 		}
@@ -404,6 +408,11 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 	}
 	sort.Strings(msgs)
 	t.Logf("dead set as Sidekiq shows it:\n  %s", strings.Join(msgs, "\n  "))
+
+	// A reply_to naming Sidekiq's own queue wrote nothing there: no expiry.
+	if ttl := rdb.TTL(ctx, "queue:default").Val(); ttl != -1 {
+		t.Errorf("queue:default has a TTL of %v", ttl)
+	}
 
 	// 5. Sidekiq's dashboard counts the work; the process left the Busy page.
 	processed, _ := rdb.Get(ctx, "stat:processed").Int()
@@ -425,4 +434,122 @@ func indexOf(list []string, s string) int {
 		}
 	}
 	return len(list)
+}
+
+// TestEndToEndBadJobsEndAlone: jobs pushed by Ruby's Sidekiq client before the
+// worker starts, so that they share batch tasks: one of each bad kind beside
+// good "retry": false, "retry": 0 and default jobs. Every good job completes
+// (its callback, exactly once), every bad one ends alone in the dead set with
+// its own reason, and nothing is written to a key outside the sidecar's own.
+func TestEndToEndBadJobsEndAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped with -short")
+	}
+	redistest.RequireRubySidekiq(t)
+	ctx := context.Background()
+	rs := redistest.Start(t, redistest.Options{})
+	rdb := rs.Client()
+	if err := rdb.Set(ctx, "maskpredictor:reply:str", "not a list", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw := func(jid, args, retry string) specJob {
+		return specJob{Form: "raw", Payload: `{"class":"MaskPredictionJob","queue":"mask_predictions","jid":"` + jid +
+			`","args":` + args + `,"retry":` + retry + `,"created_at":1796000000.5,"enqueued_at":1796000000.5}`}
+	}
+	names := distinctNames(t, 30)
+	var spec []specJob
+	good := 0
+	for i, n := range names {
+		switch i % 3 {
+		case 0:
+			spec = append(spec, specJob{Form: "retry_false", Name: n})
+		case 1:
+			spec = append(spec, specJob{Form: "batch", Names: []string{n}}) // "retry" => 0
+		default:
+			spec = append(spec, specJob{Form: "plain", Name: n})
+		}
+		good++
+		if i%10 == 4 { // the bad ones, among the good
+			k := i / 10
+			bad := []specJob{
+				raw(fmt.Sprintf("badtype%017d", k), `[{"mask_name":"3M Aura","reply_to":"maskpredictor:reply:str"}]`, "false"),
+				raw(fmt.Sprintf("badzero%017d", k), `[{"mask_name":"Moldex 2200","reply_to":"maskpredictor:reply:str"}]`, "0"),
+				{Form: "plain", Name: " - , "},
+				raw(fmt.Sprintf("replyto%017d", k), `[{"mask_name":"3M Aura","reply_to":"queue:default"}]`, "true"),
+				{Form: "raw", Payload: fmt.Sprintf(`{"class":"UserMailerJob","queue":"mask_predictions","jid":"foreign%017d","args":["x"],"retry":true}`, k)},
+			}
+			spec = append(spec, bad...)
+		}
+	}
+	var jids []*string
+	if err := json.Unmarshal(ruby(t, rs.URL, "push.rb", writeJSON(t, spec)), &jids); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{
+		Redis:   rdb,
+		Handler: HandlerConfig{Predictor: CRFPredictor(defaultCRF(t)), CallbackClass: callbackClass},
+		Logger:  zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Shutdown(ctx) }()
+	nbad := len(spec) - good
+	waitFor(t, 30*time.Second, "every job ended", func() (bool, string) {
+		cb, dead := rdb.LLen(ctx, "queue:default").Val(), rdb.ZCard(ctx, "dead").Val()
+		return cb >= int64(good) && dead >= int64(nbad), fmt.Sprintf("callbacks %d/%d, dead %d/%d", cb, good, dead, nbad)
+	})
+	time.Sleep(200 * time.Millisecond) // nothing more may come
+
+	var rb readBack
+	if err := json.Unmarshal(ruby(t, rs.URL, "read_back.rb", writeJSON(t, []string{})), &rb); err != nil {
+		t.Fatal(err)
+	}
+	perJID := map[string]int{}
+	for _, cb := range rb.Callbacks {
+		perJID[cb.Arg.JID]++
+	}
+	deadBy := map[string]string{}
+	for _, d := range rb.Dead {
+		deadBy[d.JID] = d.ErrorClass + ": " + d.ErrorMessage
+	}
+	for i, s := range spec {
+		var jid string
+		if jids[i] != nil {
+			jid = *jids[i]
+		} else { // raw payloads: their own jid
+			var p struct{ JID string }
+			_ = json.Unmarshal([]byte(s.Payload), &p)
+			jid = p.JID
+		}
+		isBad := s.Form == "raw" || s.Name == " - , "
+		switch {
+		case !isBad && (perJID[jid] != 1 || deadBy[jid] != ""):
+			t.Errorf("good job %s (%s): %d callbacks, dead %q", jid, s.Form, perJID[jid], deadBy[jid])
+		case isBad && (perJID[jid] != 0 || deadBy[jid] == ""):
+			t.Errorf("bad job %s: %d callbacks, dead %q", jid, perJID[jid], deadBy[jid])
+		}
+	}
+	reasons := map[string]string{"badtype": "holds a Redis string, not a list", "badzero": "holds a Redis string, not a list", "replyto": "is not under",
+		"foreign": sidekiq.ForeignErrorClass + `: job can never succeed: not a maskpredictor job: class "UserMailerJob"`}
+	for jid, why := range deadBy {
+		for prefix, want := range reasons {
+			if strings.HasPrefix(jid, prefix) && !strings.Contains(why, want) {
+				t.Errorf("dead %s: %q, want %q", jid, why, want)
+			}
+		}
+	}
+	if len(rb.Dead) != nbad {
+		t.Errorf("%d dead entries, want %d", len(rb.Dead), nbad)
+	}
+	if v, ttl := rdb.Get(ctx, "maskpredictor:reply:str").Val(), rdb.TTL(ctx, "maskpredictor:reply:str").Val(); v != "not a list" || ttl != -1 {
+		t.Errorf("the wrong-type reply key was touched: %q ttl %v", v, ttl)
+	}
+	if ttl := rdb.TTL(ctx, "queue:default").Val(); ttl != -1 {
+		t.Errorf("queue:default has a TTL of %v", ttl)
+	}
+	t.Logf("%d good jobs completed, %d bad ones dead alone: %v", good, nbad, deadBy)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,6 +32,7 @@ type workerFlags struct {
 	noScheduler     bool
 	pollInterval    time.Duration
 	jobsPerTask     int
+	classes         string
 	reload          reloadFlags
 }
 
@@ -70,6 +72,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 		"how often an idle worker looks for handed-over jobs; bounds their wait, costs one Redis call each ($WORKER_POLL_INTERVAL)")
 	fs.IntVar(&wf.jobsPerTask, "jobs-per-task", perTask,
 		"most Sidekiq jobs carried by one asynq task when the queue has a backlog; 1: one task per job ($WORKER_JOBS_PER_TASK)")
+	fs.StringVar(&wf.classes, "classes", envString(sys, "WORKER_CLASSES", strings.Join(sidekiq.DefaultClasses, ",")),
+		"job classes run, comma-separated (an ActiveJob job counts by its own class); a job of another class on our queues goes to the dead set, never predicted ($WORKER_CLASSES)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
 		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
 	return err
@@ -104,6 +108,15 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 	case wf.cacheTTL < 0:
 		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
 	}
+	var classes []string
+	for _, c := range strings.Split(wf.classes, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			classes = append(classes, c)
+		}
+	}
+	if len(classes) == 0 {
+		return nil, fmt.Errorf("%w: --classes is empty: name the job class(es) Rails pushes, e.g. MaskPredictionJob", errUsage)
+	}
 	opt, err := wf.redis.options(sys, log)
 	if err != nil {
 		return nil, err
@@ -131,6 +144,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 			CallbackClass: wf.callbackClass,
 			CallbackQueue: wf.callbackQueue,
 			Limits:        wf.limits,
+			Classes:       classes,
 		},
 		Queues:           queues,
 		Concurrency:      wf.concurrency,
