@@ -73,6 +73,11 @@ type HandlerConfig struct {
 	Predictor Predictor
 	// Cache is the prediction cache. Default: cache.New(Redis, {}).
 	Cache *cache.Cache
+	// Guard, when set, keeps cache entries from being written while the shared
+	// Redis reports memory pressure or answered OOM (cache.Guard): the job's
+	// callbacks, replies and done marker are still written, only the cache
+	// entry is left out. The Server sets one by default.
+	Guard *cache.Guard
 	// Sidekiq writes callback jobs, dead-set entries and stats.
 	// Default: sidekiq.NewClient(Redis).
 	Sidekiq *sidekiq.Client
@@ -194,6 +199,7 @@ type Handler struct {
 	hits, misses atomic.Int64
 	poison, dead atomic.Int64
 	discarded    atomic.Int64
+	cacheSkipped atomic.Int64
 }
 
 // NewHandler returns a handler for cfg.
@@ -214,12 +220,13 @@ type HandlerStats struct {
 	Poison                 int64 // jobs that could never succeed
 	Dead                   int64 // jobs written to Sidekiq's dead set (poison or exhausted)
 	Discarded              int64 // failed jobs whose retry setting keeps them out of the dead set
+	CacheSkipped           int64 // cache entries not written because of memory pressure (Guard)
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
-		Dead: h.dead.Load(), Discarded: h.discarded.Load()}
+		Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load()}
 }
 
 // poisonError marks a failure the handler classified as never succeeding.
@@ -674,6 +681,12 @@ return {written, bad}
 // was already set (another task wrote it back) is reported as a duplicate
 // delivery. Jobs already ok are skipped; the others are marked ok.
 func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) error {
+	if len(puts) > 0 && h.cfg.Guard != nil {
+		if ok, _ := h.cfg.Guard.Writable(ctx); !ok { // the Guard logs the state change
+			h.cacheSkipped.Add(int64(len(puts)))
+			puts = nil
+		}
+	}
 	var marked []*pjob
 	for _, j := range jobs {
 		if !j.ok && j.doneKey != "" {
@@ -688,6 +701,7 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 					return err
 				}
 				_, err := pipe.Exec(ctx)
+				h.observe(err)
 				return err
 			})
 			if err != nil {
@@ -756,6 +770,7 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		attempts++
 		v, err := writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Result()
 		if err != nil {
+			h.observe(err)
 			return err
 		}
 		res, err = parseWriteBack(v, len(marked))
@@ -779,6 +794,14 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		j.ok = j.fail == nil
 	}
 	return nil
+}
+
+// observe tells the Guard about a write's error (an OOM reply stops cache
+// writes for a while).
+func (h *Handler) observe(err error) {
+	if h.cfg.Guard != nil && err != nil {
+		h.cfg.Guard.ObserveError(err)
+	}
 }
 
 // errBadReplyKey: a job's reply_to key exists with another type than a list.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -374,5 +375,60 @@ func TestCallbackJobShapeMatchesClientPush(t *testing.T) {
 	}
 	if _, ok := o["created_at"].(float64); !ok {
 		t.Errorf("created_at %v", o["created_at"])
+	}
+}
+
+// With the shared Redis near its maxmemory, the worker writes no cache
+// entries (cache.Guard) but every job still gets its callback: the cache is
+// optional, the job's answer is not.
+func TestHandlerNoCacheWritesUnderMemoryPressure(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{Private: true})
+	rdb := srv.Client()
+	// 92 % of maxmemory used: past the guard's 90 % mark, with room left for
+	// the callbacks (Redis itself would refuse them only at 100 %). A filler
+	// makes the few hundred KB of room small beside what is used.
+	if err := rdb.Set(ctx, "filler", strings.Repeat("x", 4<<20), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	used, err := strconv.ParseInt(rdb.InfoMap(ctx, "memory").Val()["Memory"]["used_memory"], 10, 64)
+	if err != nil {
+		t.Fatalf("used_memory: %v", err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used*100/92, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := cache.NewGuard(rdb, cache.GuardConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(defaultCRF(t)), CallbackClass: "CB", Guard: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"3M Aura 9205+ N95", "Moldex 2200 N95"} {
+		if err := h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, job(fmt.Sprintf("p%d", i), name))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(rdb.Keys(ctx, "maskpredictor:prediction:*").Val()); n != 0 {
+		t.Errorf("%d cache entries written under memory pressure", n)
+	}
+	if n := rdb.LLen(ctx, "queue:default").Val(); n != 2 {
+		t.Errorf("%d callbacks, want 2", n)
+	}
+	if st := h.Stats(); st.CacheSkipped != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	// Pressure gone: entries are written again (after the guard's next INFO).
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(cache.DefaultCheckInterval + 100*time.Millisecond)
+	if err := h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, job("p9", "Honeywell DF300"))); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rdb.Keys(ctx, "maskpredictor:prediction:*").Val()); n != 1 {
+		t.Errorf("%d cache entries after the pressure went", n)
 	}
 }
