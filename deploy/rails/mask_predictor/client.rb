@@ -13,7 +13,8 @@ module MaskPredictor
   class Config
     # Sidekiq queue the sidecar works (its WORKER_QUEUES). Default "mask_predictions".
     attr_accessor :queue
-    # Job class name written in the payload; the sidecar accepts any. Default "MaskPredictionJob".
+    # Job class name written in the payload; must be one of the sidecar's WORKER_CLASSES.
+    # Default "MaskPredictionJob".
     attr_accessor :job_class
     # How long predict_now waits for the sidecar by default, in seconds.
     attr_accessor :timeout
@@ -123,7 +124,8 @@ module MaskPredictor
 
   # Predicts now: enqueues with a reply key and waits up to timeout seconds for the
   # sidecar's answer. Returns the prediction Hash, or nil on timeout (the job still runs
-  # and fills the cache). A cache hit answers without a job.
+  # and fills the cache). A cache hit answers without a job. When the sidecar refused the
+  # job (its limits, a retry: false failure) the Hash is {"mask_name", "jid", "error"}.
   def predict_now(name, timeout: config.timeout, use_cache: true)
     predict_now_many([name], timeout: timeout, use_cache: use_cache).first
   end
