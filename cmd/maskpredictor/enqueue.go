@@ -72,7 +72,7 @@ func runEnqueue(ctx context.Context, args []string, sys IO) error {
 		jobs = append(jobs, pending{jid: jid, replyTo: replyTo, n: n})
 		return nil
 	}
-	replyKey := func() string { return "maskpredictor:reply:" + sidekiq.NewJID() }
+	replyKey := func() string { return sidekiq.ReplyPrefix + sidekiq.NewJID() }
 	switch {
 	case *batch:
 		arg := map[string]any{"mask_names": names}
