@@ -445,12 +445,12 @@ func (h *Handler) Check(job *sidekiq.Job) error {
 	if len(job.Raw) > h.cfg.MaxPayloadBytes {
 		return poisonf("payload is %d bytes, over the limit of %d", len(job.Raw), h.cfg.MaxPayloadBytes)
 	}
-	_, _, err := h.check(job, &jobInfo{})
+	_, _, err := h.check(job, nil)
 	return err
 }
 
-// check is Check for prepare: the job's class, its args, the limits, and
-// every name tokenized.
+// check is Check for prepare: the job's class, its args, the limits, and,
+// when info is not nil (prepare), every name tokenized and normalized.
 func (h *Handler) check(job *sidekiq.Job, info *jobInfo) ([]item, string, error) {
 	if err := job.CheckClass(h.cfg.Classes); err != nil {
 		return nil, "", err
@@ -462,8 +462,11 @@ func (h *Handler) check(job *sidekiq.Job, info *jobInfo) ([]item, string, error)
 	if len(reqs) > h.cfg.MaxNames {
 		return nil, "", poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
 	}
-	info.names = reqs
-	items := make([]item, len(reqs))
+	var items []item
+	if info != nil {
+		info.names = reqs
+		items = make([]item, len(reqs))
+	}
 	for i, r := range reqs {
 		toks, err := h.cfg.Limits.Check(r.MaskName)
 		if err != nil {
@@ -472,7 +475,9 @@ func (h *Handler) check(job *sidekiq.Job, info *jobInfo) ([]item, string, error)
 			}
 			return nil, "", poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
 		}
-		items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
+		if info != nil {
+			items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
+		}
 	}
 	return items, replyTo, nil
 }
