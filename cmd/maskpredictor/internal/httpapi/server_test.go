@@ -32,6 +32,10 @@ type testOpts struct {
 	metricsToken string
 	admin        http.Handler
 	maxNames     int
+	cacheTTL     time.Duration
+	guard        *cache.Guard
+	batchNames   int
+	batchWait    time.Duration
 }
 
 type testServer struct {
@@ -54,9 +58,10 @@ func newTestServer(t testing.TB, o testOpts) *testServer {
 	m := NewMetrics(MetricsConfig{Status: status, Redis: o.rdb})
 	t.Cleanup(func() { _ = m.Close() })
 	recent := NewRecent(64)
-	ec := EngineConfig{Predictor: o.p, Metrics: m, Recent: recent, MaxNames: o.maxNames}
+	ec := EngineConfig{Predictor: o.p, Metrics: m, Recent: recent, MaxNames: o.maxNames,
+		Guard: o.guard, BatchNames: o.batchNames, BatchWait: o.batchWait}
 	if o.cache {
-		c, err := cache.New(o.rdb, cache.Config{})
+		c, err := cache.New(o.rdb, cache.Config{TTL: o.cacheTTL})
 		if err != nil {
 			t.Fatal(err)
 		}
