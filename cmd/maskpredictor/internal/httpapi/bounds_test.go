@@ -294,7 +294,9 @@ func TestBatchNamesInFlightBounded(t *testing.T) {
 	}
 	// A full waiting room: refused at once, before the body is read.
 	waiting := make(chan response, 1)
-	go func() { waiting <- do(t, ts, "POST", "/predict_batch", batchBody(strings.Split("a b c d e f g h i j", " "))) }()
+	go func() {
+		waiting <- do(t, ts, "POST", "/predict_batch", batchBody(strings.Split("a b c d e f g h i j", " ")))
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !ts.api.Engine().BatchBusy() {
 		if time.Now().After(deadline) {
