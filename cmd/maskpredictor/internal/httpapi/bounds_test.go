@@ -103,7 +103,9 @@ func TestFloodStaysWithinBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := newTestServer(t, testOpts{rdb: rdb, cache: true, cacheTTL: 24 * time.Hour, guard: guard})
+	// A generous cache timeout: on a loaded machine a 100 ms one can pass,
+	// and the names then bypass the cache (neither written nor skipped).
+	ts := newTestServer(t, testOpts{rdb: rdb, cache: true, cacheTTL: 24 * time.Hour, guard: guard, cacheTimeout: 5 * time.Second})
 	before := redisInfoInt(t, rdb, "memory", "used_memory")
 
 	var next atomic.Int64
@@ -185,7 +187,7 @@ func TestNoCacheWritesUnderMemoryPressure(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts := newTestServer(t, testOpts{rdb: rdb, cache: true, cacheTTL: time.Hour, guard: guard})
+			ts := newTestServer(t, testOpts{rdb: rdb, cache: true, cacheTTL: time.Hour, guard: guard, cacheTimeout: 5 * time.Second})
 			// One entry written while there is room: it must stay readable.
 			if r := do(t, ts, "POST", "/predict", `{"mask_name":"3M Aura 9205+ N95"}`); r.code != 200 {
 				t.Fatal(r.code)
@@ -331,6 +333,59 @@ func TestBatchNamesInFlightBounded(t *testing.T) {
 	}
 }
 
+// counting counts the names predicted; those starting with "block" wait
+// for release.
+type counting struct {
+	blocking
+	n atomic.Int64
+}
+
+func (c *counting) PredictWith(name string, opt predictor.Options) (*predictor.Prediction, error) {
+	c.n.Add(1)
+	return c.blocking.PredictWith(name, opt)
+}
+
+// TestAbandonedBatchStops: a batch whose client hangs up is not worked to
+// the end, and frees its names in flight.
+func TestAbandonedBatchStops(t *testing.T) {
+	p := &counting{blocking: blocking{Predictor: crf(t), started: make(chan struct{}, 1), release: make(chan struct{})}}
+	ts := newTestServer(t, testOpts{p: p})
+	names := make([]string, 1000)
+	names[0] = "block 3M"
+	for i := 1; i < len(names); i++ {
+		names[i] = longName(i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/predict_batch", strings.NewReader(batchBody(names)))
+		resp, err := ts.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-p.started
+	start := time.Now()
+	defer func() { t.Logf("abandoned batch stopped %v after its client left", time.Since(start)) }()
+	cancel() // the client hangs up while its first name is worked
+	if err := <-done; err == nil {
+		t.Fatal("request not canceled")
+	}
+	time.Sleep(100 * time.Millisecond) // the server sees the connection close
+	close(p.release)
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.api.Engine().BatchNamesInFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned batch still holds its names")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := p.n.Load(); n > batchYield {
+		t.Errorf("%d names predicted for a batch abandoned at its first", n)
+	}
+}
+
 func TestWeighted(t *testing.T) {
 	type step struct {
 		op   string // "acquire", "release"
@@ -436,12 +491,14 @@ func sortDurations(ds []time.Duration) {
 }
 
 // singleLatencies sends n /predict requests one after another over one
-// keep-alive connection and returns their latencies.
+// keep-alive connection (or as many as fit in 3 s) and returns their
+// latencies.
 func singleLatencies(t testing.TB, ts *testServer, client *http.Client, n int) []time.Duration {
 	t.Helper()
 	body := []byte(`{"mask_name":"3M Aura 9205+ N95"}`)
 	ds := make([]time.Duration, 0, n)
-	for i := 0; i < n; i++ {
+	end := time.Now().Add(3 * time.Second)
+	for i := 0; i < n && time.Now().Before(end); i++ {
 		start := time.Now()
 		resp, err := client.Post(ts.URL+"/predict", "application/json", bytes.NewReader(body))
 		if err != nil {
@@ -463,6 +520,8 @@ func singleLatencies(t testing.TB, ts *testServer, client *http.Client, n int) [
 func floodBatches(ts *testServer, clients int, body string, stop <-chan struct{}) (func() (ok, busy int64), *sync.WaitGroup) {
 	var okN, busyN atomic.Int64
 	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }() // stop ends the requests in flight too
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
 		go func() {
@@ -475,7 +534,11 @@ func floodBatches(ts *testServer, clients int, body string, stop <-chan struct{}
 					return
 				default:
 				}
-				resp, err := client.Post(ts.URL+"/predict_batch", "application/json", strings.NewReader(body))
+				req, err := http.NewRequestWithContext(ctx, "POST", ts.URL+"/predict_batch", strings.NewReader(body))
+				if err != nil {
+					return
+				}
+				resp, err := client.Do(req)
 				if err != nil {
 					continue
 				}
@@ -502,8 +565,8 @@ func floodBatches(ts *testServer, clients int, body string, stop <-chan struct{}
 // shared 2-core machine they mostly measure the neighbours:
 // scripts/bench-http-bounds measures them in a process of their own.
 func TestBatchFloodLeavesRoomForSingles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a 2 s flood")
+	if testing.Short() || raceEnabled {
+		t.Skip("a timing test: not with -short or -race (TestBatchNamesInFlightBounded covers the bound)")
 	}
 	names := make([]string, 1000)
 	for i := range names {
@@ -514,8 +577,8 @@ func TestBatchFloodLeavesRoomForSingles(t *testing.T) {
 	bound := int64(ts.api.Engine().BatchNames())
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	defer client.CloseIdleConnections()
-	singleLatencies(t, ts, client, 50) // warm up
-	base := singleLatencies(t, ts, client, 300)
+	singleLatencies(t, ts, client, 20) // warm up
+	base := singleLatencies(t, ts, client, 200)
 
 	stop := make(chan struct{})
 	counts, wg := floodBatches(ts, 4, body, stop)
@@ -535,7 +598,7 @@ func TestBatchFloodLeavesRoomForSingles(t *testing.T) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond) // the flood is on
-	loaded := singleLatencies(t, ts, client, 300)
+	loaded := singleLatencies(t, ts, client, 200)
 	close(stop)
 	wg.Wait()
 	<-sampled
@@ -548,7 +611,7 @@ func TestBatchFloodLeavesRoomForSingles(t *testing.T) {
 		t.Errorf("%d names in flight, over the bound %d", maxInFlight.Load(), bound)
 	}
 	if ok == 0 || busy == 0 {
-		t.Errorf("%d batches answered, %d refused: want both during the flood", ok, busy)
+		t.Errorf("%d batches answered, %d refused, at most %d names in flight: want batches worked and refused", ok, busy, maxInFlight.Load())
 	}
 	if lp99 > time.Second {
 		t.Errorf("/predict p99 %v under the flood: starved", lp99)

@@ -355,7 +355,9 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 	pr := e.pin()
 	if !e.cacheUsable(time.Now()) {
 		for i, n := range names {
-			yield(i)
+			if err := yield(ctx, i); err != nil {
+				return nil, err
+			}
 			p, err := e.predict(pr, n, "", i)
 			if err != nil {
 				return nil, err
@@ -427,7 +429,9 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 		if m := e.cfg.Metrics; m != nil && err == nil {
 			m.cacheMissHTTP.Add(1)
 		}
-		yield(i)
+		if err := yield(ctx, i); err != nil {
+			return nil, err
+		}
 		p, perr := e.predict(pr, n, norms[i], i)
 		if perr != nil {
 			return nil, perr
@@ -446,13 +450,17 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 // batchYield is how many names a batch predicts before it lets other
 // goroutines run (a long name takes ~0.2 ms): a single /predict waiting for
 // a CPU that a batch holds waits about that long, not the scheduler's
-// 10 ms time slice.
+// 10 ms time slice. A batch whose caller has gone (ctx done) stops there.
 const batchYield = 8
 
-func yield(i int) {
+func yield(ctx context.Context, i int) error {
 	if i%batchYield == batchYield-1 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("batch abandoned after %d names: %w", i+1, err)
+		}
 		runtime.Gosched()
 	}
+	return nil
 }
 
 // BatchNames is the bound on batch names in flight (0: none).

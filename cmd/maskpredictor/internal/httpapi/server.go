@@ -338,8 +338,24 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) int {
 	if errors.As(err, &be) {
 		return s.busy(w, be)
 	}
+	if gone(err) {
+		return s.gone(w, err)
+	}
 	s.log.Error("prediction failed", zap.Error(err))
 	return WriteError(w, http.StatusInternalServerError, "internal error")
+}
+
+// gone reports whether err is the request's context ending: the client
+// went away (or the server is shutting down) while its batch was worked.
+func gone(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// gone answers a request whose client has left: nobody reads the answer;
+// it is logged at Debug, not as a failure.
+func (s *Server) gone(w http.ResponseWriter, err error) int {
+	s.log.Debug("request abandoned by its client", zap.Error(err))
+	return WriteError(w, http.StatusServiceUnavailable, "request canceled")
 }
 
 // busy answers 503 with Retry-After (whole seconds, at least 1).
@@ -410,6 +426,9 @@ func (s *Server) handleInvoke(ctx context.Context, w http.ResponseWriter, body [
 	var be *BusyError
 	if errors.As(err, &be) { // like Lambda's throttling: an HTTP answer, not the function's
 		return s.busy(w, be)
+	}
+	if gone(err) {
+		return s.gone(w, err)
 	}
 	if err != nil {
 		s.log.Error("invoke failed", zap.Error(err))

@@ -36,6 +36,7 @@ type testOpts struct {
 	guard        *cache.Guard
 	batchNames   int
 	batchWait    time.Duration
+	cacheTimeout time.Duration
 }
 
 type testServer struct {
@@ -59,7 +60,7 @@ func newTestServer(t testing.TB, o testOpts) *testServer {
 	t.Cleanup(func() { _ = m.Close() })
 	recent := NewRecent(64)
 	ec := EngineConfig{Predictor: o.p, Metrics: m, Recent: recent, MaxNames: o.maxNames,
-		Guard: o.guard, BatchNames: o.batchNames, BatchWait: o.batchWait}
+		Guard: o.guard, BatchNames: o.batchNames, BatchWait: o.batchWait, CacheTimeout: o.cacheTimeout}
 	if o.cache {
 		c, err := cache.New(o.rdb, cache.Config{TTL: o.cacheTTL})
 		if err != nil {
