@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +23,11 @@ const DefaultJobsPerTask = 20
 type Config struct {
 	// Redis is the Redis Rails' Sidekiq uses: its queues, dead set, stats and
 	// Busy page, the prediction cache and the write-back. Required. The
-	// Server adds a hook to it (and to AsynqRedis) that slows callers down
-	// while Redis is unreachable, so that nothing spins.
+	// Server adds a hook to it (and to AsynqRedis): a gate that, while Redis
+	// fails as a whole (unreachable, wrong password or database, out of
+	// memory, read-only, loading, …), lets one call per backoff interval
+	// through and holds the others back, so that nothing spins (see
+	// RedisState and RedisMaxBackoff).
 	Redis redis.UniversalClient
 	// AsynqRedis is the Redis asynq keeps its tasks in. Default: Redis.
 	AsynqRedis redis.UniversalClient
@@ -43,11 +47,19 @@ type Config struct {
 	// but no worker had started back to their Sidekiq queue, where Sidekiq
 	// Web shows them. Default true (set DisableReturnPending to keep them).
 	DisableReturnPending bool
-	// PollInterval is how often an idle asynq processor looks for work
-	// (asynq polls; it has no blocking fetch). It bounds the latency a job
-	// waits when the pool was idle; the idle cost is about one Redis script
-	// call per PollInterval. Default: 2 ms.
+	// PollInterval is how often asynq's processor looks for work while
+	// tasks keep coming (asynq polls; it has no blocking fetch). Default: 2 ms.
 	PollInterval time.Duration
+	// IdlePollInterval is the longest an idle processor waits between two
+	// looks: after consecutive empty looks the wait doubles from
+	// PollInterval up to this, and ends at once when this process's bridge
+	// hands asynq a task, so only tasks nobody here announces (another
+	// process's, a retry coming due) can wait this long. The idle cost is
+	// about 3 Redis commands per IdlePollInterval and queue. Default: 200 ms.
+	IdlePollInterval time.Duration
+	// RedisMaxBackoff caps the interval between attempts while Redis fails
+	// (see Redis). Default: 30 s.
+	RedisMaxBackoff time.Duration
 	// RescueInterval is how often asynq's archive is searched for tasks it
 	// archived only because their worker died (lease expired) with no
 	// retry left; they are run again. Default: 10 s.
@@ -93,6 +105,12 @@ func (c Config) WithDefaults() Config {
 	if c.PollInterval == 0 {
 		c.PollInterval = 2 * time.Millisecond
 	}
+	if c.IdlePollInterval == 0 {
+		c.IdlePollInterval = max(200*time.Millisecond, c.PollInterval)
+	}
+	if c.RedisMaxBackoff == 0 {
+		c.RedisMaxBackoff = DefaultRedisMaxBackoff
+	}
 	if c.Identity == "" {
 		c.Identity = sidekiq.NewIdentity()
 	}
@@ -134,6 +152,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("worker: ShutdownTimeout %v is below 1s", c.ShutdownTimeout)
 	case c.PollInterval <= 0 || c.PollInterval > 5*time.Second:
 		return fmt.Errorf("worker: PollInterval %v, want (0, 5s]", c.PollInterval)
+	case c.IdlePollInterval < c.PollInterval || c.IdlePollInterval > 5*time.Second:
+		return fmt.Errorf("worker: IdlePollInterval %v, want [PollInterval (%v), 5s]", c.IdlePollInterval, c.PollInterval)
+	case c.RedisMaxBackoff < 100*time.Millisecond || c.RedisMaxBackoff > 10*time.Minute:
+		return fmt.Errorf("worker: RedisMaxBackoff %v, want [100ms, 10m]", c.RedisMaxBackoff)
 	case c.RescueInterval < time.Second:
 		return fmt.Errorf("worker: RescueInterval %v is below 1s", c.RescueInterval)
 	}
@@ -155,8 +177,11 @@ type Server struct {
 	sched   *sidekiq.Scheduler
 	srv     *asynq.Server
 	insp    *asynq.Inspector
-	// asynqHook sees asynq's Redis calls fail while Redis is unreachable.
-	asynqHook *outageHook
+	// redisGate and asynqGate pace the calls of Redis and AsynqRedis while
+	// those fail (the same gate when they are one client); idle makes
+	// asynq's polling adaptive.
+	redisGate, asynqGate *gate
+	idle                 *idlePoll
 
 	mu       sync.Mutex
 	state    int // 0 new, 1 started, 2 shut down
@@ -170,6 +195,17 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	idle := newIdlePoll(cfg.PollInterval, cfg.IdlePollInterval, len(cfg.Queues))
+	redisGate := newGate("sidekiq", cfg.Logger, cfg.RedisMaxBackoff)
+	asynqGate := redisGate
+	if cfg.AsynqRedis != cfg.Redis {
+		asynqGate = newGate("asynq", cfg.Logger, cfg.RedisMaxBackoff)
+	}
+	s := &Server{redisGate: redisGate, asynqGate: asynqGate, idle: idle}
+	cfg.Bridge.OnEnqueue = chainWake(cfg.Bridge.OnEnqueue, idle.wake)
+	cfg.Bridge.RedisFault = s.outageLogged
+	cfg.Heartbeat.RedisFault = s.outageLogged
+	cfg.Scheduler.RedisFault = s.outageLogged
 	hb, err := sidekiq.NewHeartbeat(cfg.Heartbeat)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -202,28 +238,71 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 	}
-	asynqHook := addOutageHook(cfg.Redis)
-	if cfg.AsynqRedis != cfg.Redis {
-		asynqHook = addOutageHook(cfg.AsynqRedis)
+	if cfg.AsynqRedis == cfg.Redis {
+		cfg.Redis.AddHook(&redisHook{g: redisGate, idle: idle})
+	} else {
+		cfg.Redis.AddHook(&redisHook{g: redisGate})
+		cfg.AsynqRedis.AddHook(&redisHook{g: asynqGate, idle: idle})
 	}
-	s := &Server{
-		cfg: cfg, log: cfg.Logger, handler: h,
-		bridge: bridge, hb: hb, sched: sched,
-		insp:      asynq.NewInspectorFromRedisClient(cfg.AsynqRedis),
-		asynqHook: asynqHook,
-		stopResc:  make(chan struct{}),
-	}
+	s.cfg, s.log, s.handler = cfg, cfg.Logger, h
+	s.bridge, s.hb, s.sched = bridge, hb, sched
+	s.insp = asynq.NewInspectorFromRedisClient(cfg.AsynqRedis)
+	s.stopResc = make(chan struct{})
 	s.srv = asynq.NewServerFromRedisClient(cfg.AsynqRedis, asynq.Config{
 		Concurrency:       cfg.Concurrency,
 		Queues:            sidekiq.AsynqQueues(cfg.Queues),
 		ShutdownTimeout:   asynqShutdownTimeout(cfg.ShutdownTimeout),
 		RetryDelayFunc:    retryDelay,
 		IsFailure:         isFailure,
-		Logger:            asynqLogger{cfg.Logger.Named("asynq").Sugar()},
+		Logger:            asynqLogger{s: cfg.Logger.Named("asynq").Sugar(), quiet: s.degraded},
 		LogLevel:          asynq.WarnLevel,
 		TaskCheckInterval: cfg.PollInterval,
 	})
 	return s, nil
+}
+
+// chainWake calls both (a caller's own OnEnqueue first).
+func chainWake(a, b func()) func() {
+	if a == nil {
+		return b
+	}
+	return func() { a(); b() }
+}
+
+// RedisState reports whether the Server's Redis clients work, and if not,
+// why (a generic reason without addresses or credentials, fit for an
+// unauthenticated /health) and since when. With two clients the first
+// failing one is reported.
+func (s *Server) RedisState() (ok bool, reason string, since time.Time) {
+	for _, g := range []*gate{s.redisGate, s.asynqGate} {
+		if st := g.state(); !st.OK {
+			return false, st.Reason, st.Since
+		}
+	}
+	return true, "", time.Time{}
+}
+
+// degraded reports whether a gate holds calls back.
+func (s *Server) degraded() bool { return s.redisGate.failingNow() || s.asynqGate.failingNow() }
+
+// outageLogged reports whether err is a Redis fault the gates already log
+// (the components then log it at debug level only).
+func (s *Server) outageLogged(err error) bool {
+	var held *gateErr
+	if errors.As(err, &held) {
+		return true
+	}
+	if !s.degraded() {
+		return false
+	}
+	f, _, _ := classifyOne(context.Background(), err)
+	if f == faultDown || f == faultPartial {
+		return true
+	}
+	// A transaction Redis discarded because its commands were refused
+	// (OOM, NOPERM, …) while a gate reports such a fault.
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "EXECABORT")
 }
 
 // asynqShutdownTimeout leaves room, inside the process's own timeout, for
@@ -289,15 +368,30 @@ func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 // asynq's recoverer, a minute or two. Waiting here for Redis to come back
 // turns a short outage into a short delay instead.
 func (s *Server) awaitAsynqRedis(ctx context.Context) {
-	if !s.asynqHook.failing() {
+	g := s.asynqGate
+	if !g.failingNow() {
 		return
 	}
 	deadline := time.Now().Add(s.cfg.Handler.RedisRetryFor)
-	for s.asynqHook.failing() && time.Now().Before(deadline) && ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := s.cfg.AsynqRedis.Ping(pctx).Err() // success resets the hook
-		cancel()
-		if err == nil {
+	for g.failingNow() && ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		if g.downNow() {
+			// The PING waits for the gate's next probe time and may be
+			// that probe; a success reopens the gate.
+			pctx, cancel := context.WithTimeout(ctx, min(left, time.Second))
+			err := s.cfg.AsynqRedis.Ping(pctx).Err()
+			cancel()
+			if err == nil {
+				return
+			}
+			continue
+		}
+		// Only some commands are refused (OOM, …): a PING proves nothing.
+		// asynq's own calls probe; wait for their verdict.
+		if g.waitRecovered(ctx, min(left, time.Second)) {
 			return
 		}
 	}
@@ -362,6 +456,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.hb.Quiet()
 	close(s.stopResc)
+	// Calls held back by a failing Redis answer at once from now on (the
+	// gate still lets a probe through each interval).
+	s.redisGate.shutdown()
 	if s.sched != nil {
 		if err := s.sched.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -372,6 +469,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	// Then the pool: no new task, running ones finish or are requeued.
+	// asynq's loops must not sleep in the adaptive poll or wait in the gate.
+	s.idle.shutdown()
+	s.asynqGate.shutdown()
 	s.srv.Stop()
 	done := make(chan struct{})
 	go func() { s.srv.Shutdown(); close(done) }()
@@ -512,6 +612,7 @@ func (s *Server) rescue(q string) (int, error) {
 			if t.LastErr == asynq.ErrLeaseExpired.Error() && (t.Type == sidekiq.TaskType || t.Type == sidekiq.BatchTaskType) {
 				if err := s.insp.RunTask(q, t.ID); err == nil {
 					ran++
+					s.idle.wake()
 				}
 			}
 		}
@@ -527,11 +628,30 @@ func (s *Server) rescue(q string) (int, error) {
 }
 
 // asynqLogger adapts a SugaredLogger to asynq.Logger. Fatal logs at Error
-// level and does not exit: only main decides to exit.
-type asynqLogger struct{ s *zap.SugaredLogger }
+// level and does not exit: only main decides to exit. While quiet reports
+// true (Redis is failing and the gate has said so once), asynq's warnings
+// and errors, which it repeats for every attempt of every component, go to
+// debug level.
+type asynqLogger struct {
+	s     *zap.SugaredLogger
+	quiet func() bool
+}
 
 func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
 func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
-func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
-func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
+func (l asynqLogger) Warn(args ...any) {
+	if l.quiet != nil && l.quiet() {
+		l.s.Debug(args...)
+		return
+	}
+	l.s.Warn(args...)
+}
+
+func (l asynqLogger) Error(args ...any) {
+	if l.quiet != nil && l.quiet() {
+		l.s.Debug(args...)
+		return
+	}
+	l.s.Error(args...)
+}
 func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }

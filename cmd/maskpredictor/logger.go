@@ -54,5 +54,14 @@ func logger(sys IO) *zap.Logger {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	if sys.Stderr == any(os.Stderr) {
+		// The real process (not a test running Main): what libraries write
+		// with Go's standard log package (asynq's metrics collector,
+		// asynqmon, net/http) goes through zap too, so that LOG_FORMAT=json
+		// gives only JSON lines.
+		if _, err := zap.RedirectStdLogAt(log.Named("stdlog"), zapcore.WarnLevel); err != nil {
+			log.Warn("standard log output not redirected", zap.Error(err))
+		}
+	}
 	return log
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -63,7 +65,68 @@ func (rf *redisFlags) options(sys IO, log *zap.Logger) (*redis.Options, error) {
 	if opt.TLSConfig != nil && opt.TLSConfig.MinVersion == 0 {
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
+	if opt.TLSConfig != nil && opt.Dialer == nil {
+		timeout := opt.DialTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second // go-redis' default
+		}
+		opt.Dialer = tlsDialer(timeout, opt.TLSConfig)
+	}
 	return opt, nil
+}
+
+// tlsDialer dials rediss:// as go-redis does (TCP, then the TLS handshake,
+// within DialTimeout), but honours the caller's context during the
+// handshake and says what went wrong: go-redis' own dialer reports a
+// handshake with a plain Redis port, which never answers it, as a bare
+// "context deadline exceeded".
+func tlsDialer(timeout time.Duration, cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c := tls.Client(raw, cfg)
+		if err := c.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			return nil, &tlsHandshakeError{addr: addr, timeout: timeout, err: err}
+		}
+		return c, nil
+	}
+}
+
+// tlsHandshakeError is a failed TLS handshake with Redis, with a hint.
+type tlsHandshakeError struct {
+	addr    string
+	timeout time.Duration
+	err     error
+}
+
+func (e *tlsHandshakeError) Error() string {
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(e.err, &cv):
+		return fmt.Sprintf("TLS handshake with redis at %s failed: the server's certificate is not trusted "+
+			"(Heroku Redis uses self-signed certificates: set REDIS_TLS_SKIP_VERIFY=true): %v", e.addr, e.err)
+	case errors.As(e.err, &rh), errors.Is(e.err, context.DeadlineExceeded):
+		return fmt.Sprintf("TLS handshake with redis at %s failed: is the port TLS? (rediss:// needs a TLS port; "+
+			"a plain Redis port never answers the handshake; use redis:// for it): %v", e.addr, e.err)
+	}
+	return fmt.Sprintf("TLS handshake with redis at %s failed: %v", e.addr, e.err)
+}
+
+// Unwrap keeps the cause for errors.Is/As, except a timeout, which was the
+// handshake's own (DialTimeout), not the caller's context: callers must
+// not take it for their own deadline.
+func (e *tlsHandshakeError) Unwrap() error {
+	if errors.Is(e.err, context.DeadlineExceeded) || errors.Is(e.err, context.Canceled) {
+		return nil
+	}
+	return e.err
 }
 
 // newRedis returns a client for opt with a pool sized for concurrency.
@@ -110,8 +173,8 @@ func redactErr(err error, raw string) string {
 }
 
 // waitRedis pings until Redis answers or ctx ends, with capped exponential
-// backoff and one log line per attempt that failed after the first (so an
-// unreachable Redis is visible without flooding the log).
+// backoff. It logs at debug level only: the caller logs the first failure,
+// and the worker's Redis gate logs the outage and the recovery once each.
 func waitRedis(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, what string) error {
 	d := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -120,14 +183,14 @@ func waitRedis(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, 
 		cancel()
 		if err == nil {
 			if attempt > 1 {
-				log.Info("Redis reachable", zap.String("for", what), zap.Int("attempts", attempt))
+				log.Debug("Redis reachable", zap.String("for", what), zap.Int("attempts", attempt))
 			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		log.Warn("Redis unreachable; retrying", zap.String("for", what), zap.Error(err),
+		log.Debug("Redis unreachable; retrying", zap.String("for", what), zap.Error(err),
 			zap.Int("attempt", attempt), zap.Duration("backoff", d))
 		t := time.NewTimer(d)
 		select {

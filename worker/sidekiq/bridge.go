@@ -117,6 +117,15 @@ type BridgeConfig struct {
 	// (worker.Handler.Check) makes the same checks again when the job runs.
 	Check func(*Job) error
 
+	// OnEnqueue, when set, is called after every task the bridge hands to asynq (the
+	// worker wakes its idle asynq processor with it).
+	OnEnqueue func()
+
+	// RedisFault, when set, reports whether an error is a Redis-wide fault that something
+	// else already logs (worker.Server's gate): the bridge then logs its own failures and
+	// recoveries caused by it at debug level only.
+	RedisFault func(error) bool
+
 	// Client writes poison jobs to the dead set. Default: NewClient(Redis).
 	Client *Client
 
@@ -460,7 +469,7 @@ func (b *Bridge) maintain() {
 	ctx := b.runCtx
 	needOwn := true
 	var lastRecover time.Time
-	failing := false
+	failing, quiet := false, false
 	registered := false
 	for {
 		err := b.register(ctx)
@@ -489,11 +498,16 @@ func (b *Bridge) maintain() {
 		switch {
 		case err != nil && !b.stopping():
 			if !failing {
-				b.log.Warn("sidekiq bridge: heartbeat/recovery failed; retrying", zap.Error(err))
+				quiet = b.cfg.RedisFault != nil && b.cfg.RedisFault(err)
+				b.levelLog(quiet, "sidekiq bridge: heartbeat/recovery failed; retrying", zap.Error(err))
 			}
 			failing = true
 		case err == nil && failing:
-			b.log.Info("sidekiq bridge: heartbeat and recovery work again")
+			if quiet {
+				b.log.Debug("sidekiq bridge: heartbeat and recovery work again")
+			} else {
+				b.log.Info("sidekiq bridge: heartbeat and recovery work again")
+			}
 			failing = false
 		}
 		if !b.sleep(b.cfg.BeatInterval) {
@@ -646,8 +660,9 @@ func (b *Bridge) fetch(q string) {
 			return false
 		}
 		d := bo.next()
-		if bo.attempt%10 == 1 {
-			log.Warn("sidekiq bridge: "+what+" failed; retrying", zap.Error(err), zap.Duration("backoff", d), zap.Int("attempt", bo.attempt))
+		if bo.attempt == 1 { // once per outage; reset logs the recovery
+			bo.quiet = b.cfg.RedisFault != nil && b.cfg.RedisFault(err)
+			b.levelLog(bo.quiet, "sidekiq bridge: "+what+" failed; retrying with backoff", zap.Error(err), zap.Duration("backoff", d))
 		}
 		return b.sleep(d)
 	}
@@ -903,6 +918,9 @@ func (b *Bridge) enqueueTask(ctx context.Context, q string, jobs []*Job, count b
 			b.transferred.Add(int64(len(jobs)))
 			b.tasks.Add(1)
 		}
+		if b.cfg.OnEnqueue != nil {
+			b.cfg.OnEnqueue()
+		}
 		return nil
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		// This very delivery is already in asynq (pending, running, done or archived):
@@ -986,6 +1004,7 @@ func reverse(s []string) {
 type backoff struct {
 	min, max time.Duration
 	attempt  int
+	quiet    bool // the first failure was logged at debug level
 }
 
 func (bo *backoff) next() time.Duration {
@@ -1004,7 +1023,21 @@ func (bo *backoff) next() time.Duration {
 
 func (bo *backoff) reset(log *zap.Logger) {
 	if bo.attempt > 0 {
-		log.Info("sidekiq bridge: Redis reachable again", zap.Int("failed_attempts", bo.attempt))
+		lvl := zap.InfoLevel
+		if bo.quiet {
+			lvl = zap.DebugLevel
+		}
+		log.Log(lvl, "sidekiq bridge: Redis reachable again", zap.Int("failed_attempts", bo.attempt))
 	}
-	bo.attempt = 0
+	bo.attempt, bo.quiet = 0, false
+}
+
+// levelLog logs a failure at warn level, or at debug level when quiet (the outage is
+// logged elsewhere).
+func (b *Bridge) levelLog(quiet bool, msg string, fields ...zap.Field) {
+	if quiet {
+		b.log.Debug(msg, fields...)
+		return
+	}
+	b.log.Warn(msg, fields...)
 }

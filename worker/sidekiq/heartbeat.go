@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // HeartbeatConfig configures a Heartbeat; WithDefaults fills in unset fields.
@@ -47,6 +48,11 @@ type HeartbeatConfig struct {
 	// TTL of the process entry: Sidekiq Web drops a process whose entry expired.
 	// Default: 60 s, as Sidekiq.
 	TTL time.Duration
+
+	// RedisFault, when set, reports whether an error is a Redis-wide fault that something
+	// else already logs (worker.Server's gate): beat failures and recoveries caused by it
+	// are then logged at debug level only.
+	RedisFault func(error) bool
 
 	// Logger receives beat failures. Default: zap.NewNop().
 	Logger *zap.Logger
@@ -227,7 +233,7 @@ func (h *Heartbeat) Quiet() { h.quiet.Store(true) }
 
 // Start writes the first beat and keeps beating every Interval until Shutdown. A failing
 // beat is logged and retried at the next interval; Start itself fails only if called
-// twice. The first beat is bounded by ctx and by Interval, so an unreachable Redis does
+// twice. The first beat is bounded by ctx, Interval and 2 s, so an unreachable Redis does
 // not hold Start up.
 func (h *Heartbeat) Start(ctx context.Context) error {
 	h.lifeMu.Lock()
@@ -236,10 +242,10 @@ func (h *Heartbeat) Start(ctx context.Context) error {
 		return errors.New("sidekiq heartbeat: Start called twice")
 	}
 	h.state = 1
-	bctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
+	bctx, cancel := context.WithTimeout(ctx, min(h.cfg.Interval, startCallTimeout))
 	defer cancel()
 	if err := h.Beat(bctx); err != nil {
-		h.log.Warn("sidekiq heartbeat: first beat failed; retrying every interval", zap.Error(err))
+		h.log.Log(faultLevel(h.cfg.RedisFault, err), "sidekiq heartbeat: first beat failed; retrying every interval", zap.Error(err))
 	}
 	h.wg.Add(1)
 	go h.loop()
@@ -251,6 +257,7 @@ func (h *Heartbeat) loop() {
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
 	failing := false
+	var lvl zapcore.Level
 	for {
 		select {
 		case <-h.stop:
@@ -262,10 +269,11 @@ func (h *Heartbeat) loop() {
 		cancel()
 		switch {
 		case err != nil && !failing:
-			h.log.Warn("sidekiq heartbeat: beat failed; retrying every interval", zap.Error(err))
+			lvl = faultLevel(h.cfg.RedisFault, err)
+			h.log.Log(lvl, "sidekiq heartbeat: beat failed; retrying every interval", zap.Error(err))
 			failing = true
 		case err == nil && failing:
-			h.log.Info("sidekiq heartbeat: beating again")
+			h.log.Log(min(lvl, zapcore.InfoLevel), "sidekiq heartbeat: beating again")
 			failing = false
 		}
 	}
@@ -396,3 +404,17 @@ func rssKB() int64 {
 	}
 	return 0
 }
+
+// faultLevel is the level of a failure's log line: debug when isFault says the error is a
+// Redis-wide fault logged elsewhere, else warn.
+func faultLevel(isFault func(error) bool, err error) zapcore.Level {
+	if isFault != nil && isFault(err) {
+		return zapcore.DebugLevel
+	}
+	return zapcore.WarnLevel
+}
+
+// startCallTimeout bounds the Redis work Heartbeat.Start and Scheduler.Start do before
+// returning (also by Interval): a Redis that does not answer (a TLS handshake with a
+// plain port hangs until the dial timeout) must not hold a process's start up for long.
+const startCallTimeout = 2 * time.Second

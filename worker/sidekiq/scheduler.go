@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // SchedulerConfig configures a Scheduler; WithDefaults fills in unset fields.
@@ -34,6 +35,11 @@ type SchedulerConfig struct {
 	// of other queues' due jobs (no Ruby Sidekiq running) cannot make a poll unbounded.
 	// Default: 10,000.
 	MaxScan int
+
+	// RedisFault, when set, reports whether an error is a Redis-wide fault that something
+	// else already logs (worker.Server's gate): poll failures and recoveries caused by it
+	// are then logged at debug level only.
+	RedisFault func(error) bool
 
 	// Logger receives poll failures. Default: zap.NewNop().
 	Logger *zap.Logger
@@ -118,7 +124,7 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 }
 
 // Start polls at once and then about every Interval until Shutdown. Failures are logged
-// and the next poll tries again. The first poll is bounded by ctx and by Interval, so an
+// and the next poll tries again. The first poll is bounded by ctx, Interval and 2 s, so an
 // unreachable Redis does not hold Start up.
 func (s *Scheduler) Start(ctx context.Context) error {
 	s.mu.Lock()
@@ -127,10 +133,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return errors.New("sidekiq scheduler: Start called twice")
 	}
 	s.state = 1
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.Interval)
+	pctx, cancel := context.WithTimeout(ctx, min(s.cfg.Interval, startCallTimeout))
 	defer cancel()
 	if _, err := s.Poll(pctx); err != nil {
-		s.log.Warn("sidekiq scheduler: poll failed; retrying", zap.Error(err))
+		s.log.Log(faultLevel(s.cfg.RedisFault, err), "sidekiq scheduler: poll failed; retrying", zap.Error(err))
 	}
 	s.wg.Add(1)
 	go s.loop()
@@ -140,6 +146,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 func (s *Scheduler) loop() {
 	defer s.wg.Done()
 	failing := false
+	var lvl zapcore.Level
 	for {
 		wait := s.cfg.Interval/2 + time.Duration(rand.Int64N(int64(s.cfg.Interval)+1))
 		t := time.NewTimer(wait)
@@ -154,10 +161,11 @@ func (s *Scheduler) loop() {
 		cancel()
 		switch {
 		case err != nil && !failing:
-			s.log.Warn("sidekiq scheduler: poll failed; retrying", zap.Error(err))
+			lvl = faultLevel(s.cfg.RedisFault, err)
+			s.log.Log(lvl, "sidekiq scheduler: poll failed; retrying", zap.Error(err))
 			failing = true
 		case err == nil && failing:
-			s.log.Info("sidekiq scheduler: polling again")
+			s.log.Log(min(lvl, zapcore.InfoLevel), "sidekiq scheduler: polling again")
 			failing = false
 		}
 	}
