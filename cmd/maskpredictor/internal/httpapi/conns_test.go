@@ -301,4 +301,3 @@ func testutilCounter(t *testing.T, m *Metrics, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
-
