@@ -12,8 +12,9 @@ import (
 const (
 	DefaultMaxFailures   = 10
 	DefaultFailureWindow = time.Minute
-	// maxTracked bounds the clients remembered: beyond it the oldest window
-	// is forgotten (a flood from many addresses costs bounded memory).
+	// maxTracked bounds the clients remembered: beyond it ended windows, or
+	// else an arbitrary one, are forgotten (a flood from many addresses
+	// costs bounded memory and time).
 	maxTracked = 10_000
 )
 
@@ -28,6 +29,7 @@ type throttle struct {
 
 	mu      sync.Mutex
 	clients map[string]*failures
+	swept   time.Time
 }
 
 type failures struct {
@@ -94,22 +96,23 @@ func (t *throttle) succeeded(client string) {
 	t.mu.Unlock()
 }
 
-// evict drops the ended windows, or when none has ended the oldest one
-// (t.mu held).
+// evict makes room for one client (t.mu held): it drops the ended windows
+// (at most once a second: a sweep costs a pass over the map), and when
+// none has ended an arbitrary client's window.
 func (t *throttle) evict(now time.Time) {
-	var oldest string
-	var oldestStart time.Time
-	for c, f := range t.clients {
-		if !now.Before(f.start.Add(t.window)) {
-			delete(t.clients, c)
-			continue
-		}
-		if oldest == "" || f.start.Before(oldestStart) {
-			oldest, oldestStart = c, f.start
+	if now.Sub(t.swept) >= time.Second {
+		t.swept = now
+		for c, f := range t.clients {
+			if !now.Before(f.start.Add(t.window)) {
+				delete(t.clients, c)
+			}
 		}
 	}
-	if len(t.clients) >= maxTracked && oldest != "" {
-		delete(t.clients, oldest)
+	if len(t.clients) >= maxTracked {
+		for c := range t.clients {
+			delete(t.clients, c)
+			break
+		}
 	}
 }
 
