@@ -382,9 +382,11 @@ func (g *gate) addHeldLocked(cmds []redis.Cmder, kind callKind, callErr error) {
 // probed records the outcome of a probe.
 func (g *gate) probed(ctx context.Context, cmds []redis.Cmder, kind callKind, err error) {
 	f, reason, ferr := classify(ctx, cmds, kind, err)
-	if kind == kindDial && f == faultNone {
-		// A connection is no proof that Redis serves us (AUTH comes next):
-		// let the first command on it be the probe.
+	if f == faultNone && (kind == kindDial || connInit(cmds)) {
+		// A connection is no proof that Redis serves us (AUTH comes next),
+		// and go-redis ignores the errors of the commands that set one up
+		// (HELLO where unsupported, CLIENT SETINFO before Redis 7.2), so
+		// neither is their "success": let the next command be the probe.
 		f = faultNoScript
 	}
 	g.mu.Lock()
@@ -456,6 +458,26 @@ func (g *gate) downNow() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.failing && !g.partial
+}
+
+// connInit reports whether a call is one go-redis makes to set a new
+// connection up: HELLO, AUTH, SELECT, CLIENT SETNAME/SETINFO, READONLY.
+func connInit(cmds []redis.Cmder) bool {
+	if len(cmds) == 0 {
+		return false
+	}
+	for _, c := range cmds {
+		args := c.Args()
+		if len(args) == 0 {
+			return false
+		}
+		switch name, _ := args[0].(string); strings.ToLower(name) {
+		case "hello", "auth", "select", "client", "readonly":
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // identities of a call, for partial faults: command names, scripts by SHA.

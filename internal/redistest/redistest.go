@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,8 @@ type Options struct {
 	TLS bool
 	// Args are extra redis-server arguments ("--maxmemory", "10mb", …).
 	Args []string
+	// Password, when set, is the server's requirepass; URL and Client use it.
+	Password string
 }
 
 // Server is a running test Redis.
@@ -101,10 +104,7 @@ func Start(tb testing.TB, opts Options) *Server {
 			tb.Fatal(err)
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		s.URL = "redis://" + s.Addr + "/0"
-		if opts.TLS {
-			s.URL = "rediss://" + s.Addr + "/0"
-		}
+		s.URL = s.URLWith(opts.Password, 0)
 		if lastErr = s.start(bin); lastErr == nil {
 			tb.Cleanup(s.stop)
 			return s
@@ -136,6 +136,9 @@ func (s *Server) args() []string {
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
 		"--maxmemory-policy", "noeviction",
 	)
+	if s.opts.Password != "" {
+		a = append(a, "--requirepass", s.opts.Password)
+	}
 	if s.opts.Persistent {
 		a = append(a, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
@@ -156,7 +159,7 @@ func (s *Server) start(bin string) error {
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond, TLSConfig: s.tlsConfig()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.opts.Password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond, TLSConfig: s.tlsConfig()})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -169,8 +172,9 @@ func (s *Server) start(bin string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
-			return nil
+		var reply redis.Error
+		if err == nil || errors.As(err, &reply) {
+			return nil // it answers (NOAUTH too: a password is set with Args)
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
@@ -179,6 +183,20 @@ func (s *Server) start(bin string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// URLWith is the server's URL with another password ("" for none) and
+// database number, for tests of a client configured wrongly.
+func (s *Server) URLWith(password string, db int) string {
+	scheme := "redis://"
+	if s.opts.TLS {
+		scheme = "rediss://"
+	}
+	auth := ""
+	if password != "" {
+		auth = ":" + url.QueryEscape(password) + "@"
+	}
+	return scheme + auth + s.Addr + "/" + strconv.Itoa(db)
 }
 
 // Client returns a new client for the server, closed at the end of the test.
@@ -323,4 +341,120 @@ func RequireRubySidekiq(tb testing.TB) string {
 		tb.Skipf("%v: %s", ErrNoRuby, out)
 	}
 	return ruby
+}
+
+// Stats are counters from INFO stats, errorstats and commandstats.
+type Stats struct {
+	// Connections is total_connections_received: every connection accepted,
+	// also those refused at AUTH.
+	Connections int64
+	// Commands is total_commands_processed (commands run by scripts count).
+	Commands int64
+	// ErrorReplies is total_error_replies: every error reply, also those
+	// to commands refused before running (OOM, NOAUTH).
+	ErrorReplies int64
+	// Errors counts error replies by prefix (errorstat_OOM → "OOM").
+	Errors map[string]int64
+	// Calls, Failed and Rejected count per command (cmdstat_evalsha →
+	// "evalsha"): calls, failed_calls (Redis 7+) and rejected_calls (7+).
+	Calls, Failed, Rejected map[string]int64
+}
+
+// Sub is s − before, per counter.
+func (s Stats) Sub(before Stats) Stats {
+	d := Stats{
+		Connections: s.Connections - before.Connections, Commands: s.Commands - before.Commands,
+		ErrorReplies: s.ErrorReplies - before.ErrorReplies,
+		Errors:       map[string]int64{}, Calls: map[string]int64{}, Failed: map[string]int64{}, Rejected: map[string]int64{},
+	}
+	for _, m := range []struct{ out, now, was map[string]int64 }{
+		{d.Errors, s.Errors, before.Errors}, {d.Calls, s.Calls, before.Calls},
+		{d.Failed, s.Failed, before.Failed}, {d.Rejected, s.Rejected, before.Rejected},
+	} {
+		for k, v := range m.now {
+			if v -= m.was[k]; v != 0 {
+				m.out[k] = v
+			}
+		}
+	}
+	return d
+}
+
+// Stats reads the server's counters (with an authenticated client of its own).
+func (s *Server) Stats(ctx context.Context) Stats {
+	s.tb.Helper()
+	c := s.Client()
+	info, err := c.Info(ctx, "stats", "errorstats", "commandstats").Result()
+	if err != nil {
+		s.tb.Fatalf("INFO: %v", err)
+	}
+	return ParseStats(info)
+}
+
+// ParseStats reads Stats from the text of INFO.
+func ParseStats(info string) Stats {
+	st := Stats{Errors: map[string]int64{}, Calls: map[string]int64{}, Failed: map[string]int64{}, Rejected: map[string]int64{}}
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch {
+		case k == "total_connections_received":
+			st.Connections, _ = strconv.ParseInt(v, 10, 64)
+		case k == "total_commands_processed":
+			st.Commands, _ = strconv.ParseInt(v, 10, 64)
+		case k == "total_error_replies":
+			st.ErrorReplies, _ = strconv.ParseInt(v, 10, 64)
+		case strings.HasPrefix(k, "errorstat_"):
+			st.Errors[strings.TrimPrefix(k, "errorstat_")] = field(v, "count")
+		case strings.HasPrefix(k, "cmdstat_"):
+			name := strings.TrimPrefix(k, "cmdstat_")
+			st.Calls[name] = field(v, "calls")
+			st.Failed[name] = field(v, "failed_calls")
+			st.Rejected[name] = field(v, "rejected_calls")
+		}
+	}
+	return st
+}
+
+// field reads "name=value" out of "a=1,b=2".
+func field(v, name string) int64 {
+	for _, kv := range strings.Split(v, ",") {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			n, _ := strconv.ParseInt(val, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// Fill sets maxmemory to bytes (with noeviction, as every test server has)
+// and writes filler keys ("redistest:fill:<n>") until Redis refuses writes
+// with OOM. CONFIG SET maxmemory 0 ends it.
+func (s *Server) Fill(ctx context.Context, bytes int64) {
+	s.tb.Helper()
+	c := s.Client()
+	if err := c.ConfigSet(ctx, "maxmemory", strconv.FormatInt(bytes, 10)).Err(); err != nil {
+		s.tb.Fatalf("CONFIG SET maxmemory: %v", err)
+	}
+	// 1,000 keys per call: a script sees OOM only from the next call on.
+	const fill = `for i = 1, 1000 do
+  local ok = redis.pcall("SET", "redistest:fill:" .. ARGV[1] .. ":" .. i, string.rep("x", 1000))
+  if type(ok) == "table" and ok.err then return i end
+end
+return -1`
+	for round := 0; round < 10000; round++ {
+		n, err := c.Eval(ctx, fill, nil, round).Int()
+		if err != nil && strings.HasPrefix(err.Error(), "OOM") {
+			return
+		}
+		if err != nil {
+			s.tb.Fatalf("filling Redis: %v", err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+	s.tb.Fatalf("Redis not full after 10 M filler keys (maxmemory %d)", bytes)
 }
