@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -62,6 +64,14 @@ func logger(sys IO) *zap.Logger {
 		if _, err := zap.RedirectStdLogAt(log.Named("stdlog"), zapcore.WarnLevel); err != nil {
 			log.Warn("standard log output not redirected", zap.Error(err))
 		}
+		// go-redis writes its own notes ("Conn has unread data", pool and
+		// PubSub trouble) with a logger of its own to stderr.
+		redis.SetLogger(redisLogger{log.Named("go-redis").Sugar()})
 	}
 	return log
 }
+
+// redisLogger routes go-redis' internal log lines through zap.
+type redisLogger struct{ s *zap.SugaredLogger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Warnf(format, v...) }
