@@ -276,12 +276,17 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, h bodyHandler) int
 	}
 	out := s.outs.Get().(*[]byte)
 	code := h(r.Context(), w, buf.Bytes(), out)
-	if cap(*out) <= 4*DefaultMaxBodyBytes {
+	if cap(*out) <= maxPooledAnswer {
 		*out = (*out)[:0]
 		s.outs.Put(out)
 	}
 	return code
 }
+
+// maxPooledAnswer is the largest answer buffer kept for reuse: a full batch
+// of long names (1,000 × ~7.6 KB) fits, so a batch flood does not allocate
+// a new ~10 MB buffer per request (the GC cost other requests share).
+const maxPooledAnswer = 16 << 20
 
 func (s *Server) putBuf(b *bytes.Buffer) {
 	if b.Cap() <= 4*DefaultMaxBodyBytes {
