@@ -176,8 +176,9 @@ func (ln *limitListener) Accept() (net.Conn, error) {
 // admit gives c a slot, closing the longest-idle connection or waiting for
 // one to close if need be; nil when c was refused.
 func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
-	waited := false
+	var deadline time.Time
 	for {
+		now := time.Now()
 		l.mu.Lock()
 		if l.open < l.max {
 			l.open++
@@ -195,21 +196,28 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 			l.event(false)
 			return lc
 		}
-		if waited || l.saturated {
+		if l.saturated || !deadline.IsZero() && !now.Before(deadline) {
+			// A wait timed out and no slot freed since: refuse at once.
 			l.saturated = true
 			l.mu.Unlock()
 			l.refuse(c)
 			l.event(true)
 			return nil
 		}
+		if deadline.IsZero() {
+			deadline = now.Add(l.cfg.Wait)
+		}
+		select { // a signal from before this check is stale (l.mu held: no slot freed unseen)
+		case <-l.freed:
+		default:
+		}
 		l.mu.Unlock()
-		t := time.NewTimer(l.cfg.Wait)
+		t := time.NewTimer(deadline.Sub(now))
 		select {
 		case <-l.freed:
 		case <-t.C:
 		}
 		t.Stop()
-		waited = true
 	}
 }
 
@@ -293,6 +301,15 @@ type limitedConn struct {
 func (c *limitedConn) Close() error {
 	c.l.release(c)
 	return c.Conn.Close() //nolint:wrapcheck // a net.Conn's own error, for net/http
+}
+
+// CloseWrite half-closes the connection, as net/http does after its 431
+// answer (so the client reads it before the connection is reset).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite() //nolint:wrapcheck // a net.Conn's own error
+	}
+	return nil
 }
 
 // Write passes net/http's writes through, except its canned text/plain
