@@ -26,7 +26,7 @@ import (
 // unreachable, refuses our credentials or database, is out of memory,
 // read-only, loading, …: see classify), the gate trips: from then on the
 // client's callers wait, and only one call per backoff interval (50 ms,
-// doubling with ±20 % jitter up to MaxBackoff, 30 s by default) is let
+// doubling with ±10 % jitter up to RedisMaxBackoff, 30 s by default) is let
 // through as a probe. The others get the probe's error when it fails
 // (without reaching Redis), or go on when it succeeds. The first success
 // of a probe resets the gate. So an outage costs Redis at most about one
@@ -94,10 +94,6 @@ func (e *gateErr) Error() string {
 }
 
 func (e *gateErr) Unwrap() error { return e.err }
-
-// RedisDegraded marks the error as one a gate returned, so that components
-// that log their own failures can leave the outage to the gate's log line.
-func (e *gateErr) RedisDegraded() string { return e.reason }
 
 type gateCtxKey struct{}
 
@@ -189,7 +185,7 @@ func (g *gate) backoffLocked(n int) time.Duration {
 	return jitter(d, g.max)
 }
 
-// jitter spreads d by ±20 %, capped at ceiling.
+// jitter spreads d by ±10 %, capped at ceiling.
 func jitter(d, ceiling time.Duration) time.Duration {
 	j := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
 	return min(d+j, ceiling)
@@ -211,13 +207,19 @@ func (g *gate) call(ctx context.Context, cmds []redis.Cmder, kind callKind, do f
 	if !g.failingFlag.Load() {
 		err := do(ctx)
 		if err != nil {
-			if f, reason, ferr := classify(ctx, cmds, kind, err); f == faultDown || f == faultPartial {
-				g.trip(f, reason, ferr, cmds, kind, err)
-			}
+			g.observe(ctx, cmds, kind, err)
 		}
 		return err
 	}
 	return g.slow(ctx, cmds, kind, do)
+}
+
+// observe trips the gate if err, the outcome of a call made while it was
+// open, shows a fault.
+func (g *gate) observe(ctx context.Context, cmds []redis.Cmder, kind callKind, err error) {
+	if f, reason, ferr := classify(ctx, cmds, kind, err); f == faultDown || f == faultPartial {
+		g.trip(f, reason, ferr, cmds, kind, err)
+	}
 }
 
 // slow is call while the gate is failing.
@@ -243,9 +245,7 @@ func (g *gate) slow(ctx context.Context, cmds []redis.Cmder, kind callKind, do f
 			g.mu.Unlock()
 			err := do(ctx)
 			if err != nil {
-				if f, reason, ferr := classify(ctx, cmds, kind, err); f == faultDown || f == faultPartial {
-					g.trip(f, reason, ferr, cmds, kind, err)
-				}
+				g.observe(ctx, cmds, kind, err)
 			}
 			return err
 		}
@@ -561,6 +561,8 @@ func classifyOne(ctx context.Context, err error) (fault, string, error) {
 			return faultPartial, "read-only replica (READONLY)", err
 		case "MISCONF":
 			return faultPartial, "persistence failing, writes refused (MISCONF)", err
+		case "NOREPLICAS":
+			return faultPartial, "not enough replicas to write (NOREPLICAS)", err
 		case "NOPERM":
 			return faultPartial, "command not permitted to this user (NOPERM)", err
 		case "NOSCRIPT":
@@ -588,7 +590,9 @@ func classifyOne(ctx context.Context, err error) (fault, string, error) {
 			return faultInconclusive, "", nil // the caller gave up
 		}
 		return faultDown, "unreachable (timeout)", err
-	case errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted):
+	case errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted),
+		errors.Is(err, net.ErrClosed):
+		// Our own client closing, or a busy pool: nothing about Redis.
 		return faultInconclusive, "", nil
 	}
 	if isTLSError(err) {
@@ -737,8 +741,16 @@ type redisHook struct {
 
 func (h *redisHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		g := h.g
+		if !g.failingFlag.Load() {
+			c, err := next(ctx, network, addr)
+			if err != nil {
+				g.observe(ctx, nil, kindDial, err)
+			}
+			return c, err
+		}
 		var c net.Conn
-		err := h.g.call(ctx, nil, kindDial, func(ctx context.Context) error {
+		err := g.call(ctx, nil, kindDial, func(ctx context.Context) error {
 			var err error
 			c, err = next(ctx, network, addr)
 			return err
@@ -748,19 +760,38 @@ func (h *redisHook) DialHook(next redis.DialHook) redis.DialHook {
 }
 
 func (h *redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	process := func(ctx context.Context, cmd redis.Cmder) error {
+		g := h.g
+		if !g.failingFlag.Load() { // the fast path: no allocation
+			err := next(ctx, cmd)
+			if err != nil && err != redis.Nil {
+				g.observe(ctx, []redis.Cmder{cmd}, kindCmd, err)
+			}
+			return err
+		}
+		return g.call(ctx, []redis.Cmder{cmd}, kindCmd, func(ctx context.Context) error { return next(ctx, cmd) })
+	}
+	if h.idle == nil {
+		return process
+	}
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		run := func() error {
-			return h.g.call(ctx, []redis.Cmder{cmd}, kindCmd, func(ctx context.Context) error { return next(ctx, cmd) })
+		if isDequeue(cmd) {
+			return h.idle.around(func() error { return process(ctx, cmd) })
 		}
-		if h.idle != nil && isDequeue(cmd) {
-			return h.idle.around(run)
-		}
-		return run()
+		return process(ctx, cmd)
 	}
 }
 
 func (h *redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		return h.g.call(ctx, cmds, kindPipeline, func(ctx context.Context) error { return next(ctx, cmds) })
+		g := h.g
+		if !g.failingFlag.Load() {
+			err := next(ctx, cmds)
+			if err != nil {
+				g.observe(ctx, cmds, kindPipeline, err)
+			}
+			return err
+		}
+		return g.call(ctx, cmds, kindPipeline, func(ctx context.Context) error { return next(ctx, cmds) })
 	}
 }

@@ -59,6 +59,8 @@ func TestClassify(t *testing.T) {
 		{"READONLY", nil, reply("READONLY You can't write against a read only replica."), faultPartial, "read-only replica (READONLY)"},
 		{"MISCONF", nil, reply("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."), faultPartial, "persistence failing, writes refused (MISCONF)"},
 		{"NOPERM", nil, reply("NOPERM User worker has no permissions to run the 'evalsha' command"), faultPartial, "command not permitted to this user (NOPERM)"},
+		{"NOREPLICAS", nil, reply("NOREPLICAS Not enough good replicas to write."), faultPartial, "not enough replicas to write (NOREPLICAS)"},
+		{"our own client closing", nil, fmt.Errorf("read: %w", net.ErrClosed), faultInconclusive, ""},
 		{"connection refused", nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}, faultDown, "unreachable"},
 		{"EOF", nil, io.EOF, faultDown, "unreachable"},
 		{"TLS handshake", nil, errors.New("TLS handshake with redis at h:1 failed: is the port TLS?"), faultDown, "TLS handshake failed"},

@@ -131,6 +131,12 @@ func (c Config) WithDefaults() Config {
 		// that the backlog stays visible in queue:<name>.
 		c.Bridge.MaxPending = 10 * c.Concurrency
 	}
+	if c.Bridge.MaxBackoff == 0 {
+		// The gate paces the bridge's Redis calls while Redis fails (one
+		// attempt per interval reaches it, whatever the bridge does); a short
+		// backoff of its own only makes it go on soon after a recovery.
+		c.Bridge.MaxBackoff = time.Second
+	}
 	if c.Bridge.JobsPerTask == 0 {
 		// Up to this many jobs share one asynq task when the queue has a
 		// backlog (see sidekiq.BatchTaskType); measured in BENCHMARKS.md.

@@ -1013,7 +1013,7 @@ func (bo *backoff) next() time.Duration {
 	if d > bo.max || d <= 0 {
 		d = bo.max
 	}
-	// ±20 % jitter so that several goroutines do not retry in lockstep.
+	// ±10 % jitter so that several goroutines do not retry in lockstep.
 	j := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
 	if d+j > bo.max {
 		return bo.max
