@@ -41,6 +41,7 @@ var (
 	singles  = flag.Int("c", 4, "closed-loop /predict clients")
 	flooders = flag.Int("flood", 4, "/predict_batch flood clients")
 	nconns   = flag.Int("conns", 20000, "idle connections (capped by the open-files limit)")
+	retry    = flag.Duration("retry", 10*time.Millisecond, "how long a flood client waits after a 503 (Retry-After says 1 s)")
 )
 
 func main() {
@@ -211,8 +212,8 @@ func latency() error {
 		bodies[f] = string(b)
 	}
 	fmt.Printf("## /predict under a /predict_batch flood\n\n%d closed-loop /predict clients (one short name), %v per measurement; "+
-		"%d flood clients, 1,000 distinct ~980-character names per batch (1 MB bodies), retrying 10 ms after a 503.\n\n",
-		*singles, *duration, *flooders)
+		"%d flood clients, 1,000 distinct ~980-character names per batch (1 MB bodies), retrying %v after a 503.\n\n",
+		*singles, *duration, *flooders, *retry)
 	fmt.Println("| server | /predict alone: req/s, p50, p99 (ms) | under the flood: req/s, p50, p99 (ms) | batches 200 / 503 |")
 	fmt.Println("| --- | --- | --- | --- |")
 	for _, c := range []struct {
@@ -246,7 +247,7 @@ func latency() error {
 						ok.Add(1)
 					} else {
 						busy.Add(1)
-						time.Sleep(10 * time.Millisecond)
+						time.Sleep(*retry)
 					}
 				}
 			}(bodies[f])
