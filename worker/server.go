@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/maskpredictor/maskpredictor/cache"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
@@ -226,6 +227,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if hcfg.Split == nil {
 		hcfg.Split = func(ctx context.Context, q string, raws [][]byte) error { return bridge.EnqueueEach(ctx, q, raws) }
+	}
+	if hcfg.Guard == nil { // no cache writes into a Redis near its maxmemory
+		if hcfg.Guard, err = cache.NewGuard(cfg.Redis, cache.GuardConfig{Logger: cfg.Logger.Named("cache-guard")}); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
 	}
 	h, err := NewHandler(hcfg)
 	if err != nil {
