@@ -365,7 +365,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			loaded = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descModelInfo, prometheus.GaugeValue, 1,
-			st.ModelVersion, st.ModelSource, strconv.FormatBool(!st.ModelLoaded))
+			st.ModelVersion, PublicSource(st.ModelSource), strconv.FormatBool(!st.ModelLoaded)) // /metrics may be unauthenticated: no bucket or path
 		ch <- prometheus.MustNewConstMetric(descModelLoaded, prometheus.GaugeValue, loaded)
 	}
 	cc := m.CacheCounts()
