@@ -133,6 +133,14 @@ type gate struct {
 	stopped   bool
 	stop      chan struct{}
 
+	// go-redis' pool, after PoolSize failed dials, answers every call with
+	// the last dial error (without dialing) until its background dialer
+	// gets through. A probe answered that way reached nothing: the gate
+	// then lets the next dial probe at once (wantDial).
+	dials       atomic.Uint64 // dials begun through this gate's hook
+	lastDialErr error         // the last error a dial returned
+	wantDial    bool
+
 	// After a recovery: if the fault comes back soon, the backoff goes on
 	// from where it was instead of starting over (a flapping fault must not
 	// become a storm of short intervals).
@@ -257,11 +265,13 @@ func (g *gate) slow(ctx context.Context, cmds []redis.Cmder, kind callKind, do f
 			return setErr(cmds, err)
 		}
 		now := time.Now()
-		if !g.probing && !now.Before(g.nextProbe) && !g.stopped {
+		due := !now.Before(g.nextProbe) || (kind == kindDial && g.wantDial)
+		if !g.probing && due && !g.stopped {
 			g.probing = true
+			dials := g.dials.Load()
 			g.mu.Unlock()
 			err := do(context.WithValue(ctx, gateCtxKey{}, g))
-			g.probed(ctx, cmds, kind, err)
+			g.probed(ctx, cmds, kind, err, dials)
 			return err
 		}
 		if g.stopped && waited {
@@ -292,7 +302,7 @@ func (g *gate) slow(ctx context.Context, cmds []redis.Cmder, kind callKind, do f
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return setErr(cmds, fmt.Errorf("waiting out a Redis outage (%s): %w", reason, ctx.Err()))
+			return setErr(cmds, &gateErr{reason: reason, err: fmt.Errorf("waiting out a Redis outage (%s): %w", reason, ctx.Err())})
 		case <-changed: // a probe ended, or the state changed: look again
 		case <-stop: // shutdown: answer now (next round) unless a probe is due
 			seen = -2
@@ -380,7 +390,7 @@ func (g *gate) addHeldLocked(cmds []redis.Cmder, kind callKind, callErr error) {
 }
 
 // probed records the outcome of a probe.
-func (g *gate) probed(ctx context.Context, cmds []redis.Cmder, kind callKind, err error) {
+func (g *gate) probed(ctx context.Context, cmds []redis.Cmder, kind callKind, err error, dialsBefore uint64) {
 	f, reason, ferr := classify(ctx, cmds, kind, err)
 	if f == faultNone && (kind == kindDial || connInit(cmds)) {
 		// A connection is no proof that Redis serves us (AUTH comes next),
@@ -392,6 +402,15 @@ func (g *gate) probed(ctx context.Context, cmds []redis.Cmder, kind callKind, er
 	g.mu.Lock()
 	g.probing = false
 	now := time.Now()
+	if kind == kindDial {
+		g.wantDial = false
+	} else if err != nil && g.lastDialErr != nil && g.dials.Load() == dialsBefore && errors.Is(err, g.lastDialErr) {
+		// The pool's cached dial error: nothing reached Redis. Its
+		// background dialer may probe at once; the next command probe
+		// waits the interval.
+		f = faultInconclusive
+		g.wantDial = true
+	}
 	switch f {
 	case faultNone:
 		took := now.Sub(g.since)
@@ -740,10 +759,20 @@ type redisHook struct {
 }
 
 func (h *redisHook) DialHook(next redis.DialHook) redis.DialHook {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.g.dials.Add(1)
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			h.g.mu.Lock()
+			h.g.lastDialErr = err
+			h.g.mu.Unlock()
+		}
+		return c, err
+	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		g := h.g
 		if !g.failingFlag.Load() {
-			c, err := next(ctx, network, addr)
+			c, err := dial(ctx, network, addr)
 			if err != nil {
 				g.observe(ctx, nil, kindDial, err)
 			}
@@ -752,9 +781,15 @@ func (h *redisHook) DialHook(next redis.DialHook) redis.DialHook {
 		var c net.Conn
 		err := g.call(ctx, nil, kindDial, func(ctx context.Context) error {
 			var err error
-			c, err = next(ctx, network, addr)
+			c, err = dial(ctx, network, addr)
 			return err
 		})
+		if err != nil {
+			// go-redis caches what a dial returns, a held-back dial's answer too.
+			g.mu.Lock()
+			g.lastDialErr = err
+			g.mu.Unlock()
+		}
 		return c, err
 	}
 }

@@ -643,3 +643,62 @@ func TestRedisFaultsBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestRecoversAfterRedisRestart: Redis stops for 3 s (every call fails to
+// dial; go-redis' pool then answers from its cache of the last dial error
+// until its background dialer gets through) and comes back: the worker
+// works a job within a backoff interval or two, by itself.
+func TestRecoversAfterRedisRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts redis-server (-short)")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	rs := redistest.Start(t, redistest.Options{Private: true})
+	admin := rs.Client()
+	rdb, asynqR := rs.Client(), rs.Client()
+	log, logs := observed(zap.InfoLevel)
+	srv := newTestServer(t, Config{Redis: rdb, AsynqRedis: asynqR, Logger: log})
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(ctx) //nolint:errcheck
+	client := sidekiq.NewClient(admin)
+	done := func(n int64) func() bool {
+		return func() bool { return admin.LLen(ctx, "queue:default").Val() >= n }
+	}
+	if _, err := client.Push(ctx, sidekiq.DefaultQueue, "MaskPredictionJob", []any{"3M 1860s"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the first job", done(1))
+	rs.Stop()
+	time.Sleep(3 * time.Second)
+	rs.StartAgain()
+	back := time.Now()
+	if _, err := client.Push(ctx, sidekiq.DefaultQueue, "MaskPredictionJob", []any{"Zimi ZM9233"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, e := range logs.All() {
+				t.Logf("%s %s %v", e.Level, e.Message, e.ContextMap())
+			}
+		}
+	}()
+	waitUntil(t, 20*time.Second, "a job after the restart", done(1)) // the restart emptied Redis
+	t.Logf("job done %v after Redis came back", time.Since(back))
+	if n := logs.FilterMessageSnippet("Redis recovered").Len(); n == 0 {
+		t.Error("no 'Redis recovered' line")
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
