@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -67,8 +69,59 @@ func logger(sys IO) *zap.Logger {
 		// go-redis writes its own notes ("Conn has unread data", pool and
 		// PubSub trouble) with a logger of its own to stderr.
 		redis.SetLogger(redisLogger{log.Named("go-redis").Sugar()})
+		if format == "json" {
+			captureStderr(log.Named("stderr"))
+		}
 	}
 	return log
+}
+
+// captureStderr turns what is written to os.Stderr from now on into JSON
+// log lines: libraries that log with a logger of their own made later
+// write there, such as the AWS SDK's default logger ("SDK 2026/01/02
+// 15:04:05 WARN falling back to IMDSv1: …" when no credentials are
+// configured and the model is in S3). The process's own logger keeps the
+// real stderr; a crash (the Go runtime writes to fd 2 itself) is not
+// touched.
+func captureStderr(log *zap.Logger) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		log.Warn("stderr not captured", zap.Error(err))
+		return
+	}
+	os.Stderr = w
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			level, msg := stderrLine(sc.Text())
+			if msg != "" {
+				log.Log(level, msg)
+			}
+		}
+	}()
+}
+
+// sdkPrefix is the AWS SDK's standard logger's prefix: "SDK " and the
+// date and time, then the classification (WARN, DEBUG).
+var sdkPrefix = regexp.MustCompile(`^SDK \d{4}/\d\d/\d\d \d\d:\d\d:\d\d (WARN|DEBUG|INFO|ERROR)?\s*`)
+
+// stderrLine reads the level and message of a line written to stderr.
+func stderrLine(line string) (zapcore.Level, string) {
+	line = strings.TrimSpace(line)
+	if m := sdkPrefix.FindStringSubmatch(line); m != nil {
+		level := zapcore.WarnLevel
+		switch m[1] {
+		case "DEBUG":
+			level = zapcore.DebugLevel
+		case "INFO":
+			level = zapcore.InfoLevel
+		case "ERROR":
+			level = zapcore.ErrorLevel
+		}
+		return level, "aws sdk: " + line[len(m[0]):]
+	}
+	return zapcore.WarnLevel, line
 }
 
 // redisLogger routes go-redis' internal log lines through zap.

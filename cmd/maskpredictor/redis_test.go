@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -288,5 +289,26 @@ func TestLogFormatJSONOnly(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(stderr), []byte("Failed to collect metrics data")) {
 		t.Logf("note: asynq's collector logged nothing this run")
+	}
+
+	// The AWS SDK's own logger: no credentials configured, an EC2 metadata
+	// service that refuses IMDSv2 tokens → "falling back to IMDSv1".
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer imds.Close()
+	env = map[string]string{
+		"MODEL_URI": uri, "LOG_FORMAT": "json", "AWS_ENDPOINT_URL": s3.URL, "AWS_REGION": "us-east-1",
+		"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_PROFILE": "",
+		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.URL,
+	}
+	p = startProc(t, bin, env, "serve", "--addr", freeAddr(t))
+	p.waitLog(t, 20*time.Second, `"msg":"http configured"`)
+	p.sigterm(t, 30*time.Second)
+	stderr = p.read(p.stderr)
+	jsonLines(t, "stderr (serve, no AWS credentials)", stderr)
+	if !strings.Contains(stderr, `"msg":"aws sdk: `) {
+		t.Logf("note: the AWS SDK logged nothing this run:\n%s", stderr)
 	}
 }
