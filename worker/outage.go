@@ -304,7 +304,7 @@ func (g *gate) slow(ctx context.Context, cmds []redis.Cmder, kind callKind, do f
 			t.Stop()
 			return setErr(cmds, &gateErr{reason: reason, err: fmt.Errorf("waiting out a Redis outage (%s): %w", reason, ctx.Err())})
 		case <-changed: // a probe ended, or the state changed: look again
-		case <-stop: // shutdown: answer now (next round) unless a probe is due
+		case <-stop: // shutdown: answer now (next round)
 			seen = -2
 		case <-t.C:
 		}
