@@ -47,9 +47,9 @@ import (
 // recovered, with how long it lasted), never one per attempt, and
 // shutdown releases every waiting caller (stop).
 
-// RedisState is the health of one of the Server's Redis clients as its gate
-// sees it.
-type RedisState struct {
+// redisState is the health of one of the Server's Redis clients as its gate
+// sees it (Server.RedisState reports it).
+type redisState struct {
 	// OK is false while the gate holds callers back.
 	OK bool
 	// Reason is a short generic description of the fault ("authentication
@@ -160,16 +160,16 @@ func newGate(name string, log *zap.Logger, max time.Duration) *gate {
 func (g *gate) failingNow() bool { return g.failingFlag.Load() }
 
 // state reports the gate's state.
-func (g *gate) state() RedisState {
+func (g *gate) state() redisState {
 	if !g.failingFlag.Load() {
-		return RedisState{OK: true}
+		return redisState{OK: true}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.failing {
-		return RedisState{OK: true}
+		return redisState{OK: true}
 	}
-	return RedisState{Reason: g.reason, Since: g.since}
+	return redisState{Reason: g.reason, Since: g.since}
 }
 
 // shutdown releases every waiting caller; from now on a held-back call
