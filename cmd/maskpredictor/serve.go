@@ -317,7 +317,7 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 	}
 	acfg := httpapi.Config{
 		Engine: engine, Status: status, Redis: rdb, Metrics: hs.metrics,
-		MetricsToken: hf.metricsToken, Logger: log,
+		MetricsToken: hf.metricsToken, Worker: deps.worker, Logger: log,
 	}
 	if admin.Configured(hf.adminUser, hf.adminPassword, hf.adminToken) {
 		hs.admin, err = admin.New(admin.Config{
@@ -524,7 +524,11 @@ func runServe(ctx context.Context, args []string, sys IO) error {
 func workerStats(w *workerService) func() httpapi.WorkerStats {
 	return func() httpapi.WorkerStats {
 		st := w.srv.Handler().Stats()
-		return httpapi.WorkerStats{CacheHits: st.CacheHits, CacheMisses: st.CacheMisses}
+		ws := httpapi.WorkerStats{CacheHits: st.CacheHits, CacheMisses: st.CacheMisses}
+		if ok, why, _ := w.srv.RedisState(); !ok {
+			ws.RedisDegraded = why
+		}
+		return ws
 	}
 }
 

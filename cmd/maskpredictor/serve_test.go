@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -339,4 +341,60 @@ func TestServeGracefulShutdown(t *testing.T) {
 	if _, err := http.Get(r.base + "/health"); err == nil {
 		t.Error("still serving after shutdown")
 	}
+}
+
+// TestRunHealthShowsWorkerRedisFault: a Redis that refuses writes (full,
+// OOM) still answers /health's PING, so the worker's own view is what tells:
+// /health is "degraded" with a generic worker_error while the worker's Redis
+// gate holds its writes back, and "ok" again once Redis has room.
+func TestRunHealthShowsWorkerRedisFault(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Private: true})
+	r := startCmd(t, map[string]string{"REDIS_URL": srv.URL}, "run", "--addr", "127.0.0.1:0", "--concurrency", "2",
+		"--callback-class", "MaskPredictionCallbackJob")
+	ctx := context.Background()
+	rdb := srv.Client()
+	if code, h, _ := httpDo(t, "GET", r.base+"/health", ""); code != 200 || h["status"] != "ok" || h["worker"] != "ok" {
+		t.Fatalf("health before %d %v", code, h)
+	}
+	// Push first, then fill Redis: the job's write-back meets OOM.
+	if _, err := sidekiq.NewClient(rdb).Push(ctx, sidekiq.DefaultQueue, "MaskPredictionJob", []any{"Honeywell DF300 N95"}); err != nil {
+		t.Fatal(err)
+	}
+	used, _ := strconv.ParseInt(rdb.InfoMap(ctx, "memory").Val()["Memory"]["used_memory"], 10, 64)
+	srv.Fill(ctx, used+2<<20)
+	start := time.Now()
+	var h map[string]any
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, h, _ = httpDo(t, "GET", r.base+"/health", "")
+		if h["worker"] == "degraded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health never showed the worker's fault: %v\n%s", h, r.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if h["status"] != "degraded" || h["redis"] != "ok" || !strings.Contains(fmt.Sprint(h["worker_error"]), "OOM") ||
+		strings.Contains(fmt.Sprint(h["worker_error"]), srv.Addr) {
+		t.Errorf("health while full: %v", h)
+	}
+	// Room again: the job goes through and /health recovers.
+	t.Logf("degraded %v after the fill", time.Since(start))
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_, h, _ = httpDo(t, "GET", r.base+"/health", "")
+		if h["worker"] == "ok" && rdb.LLen(ctx, "queue:default").Val() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: health %v, %d callbacks\n%s", h, rdb.LLen(ctx, "queue:default").Val(), r.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("recovered %v after Redis had room", time.Since(start))
 }

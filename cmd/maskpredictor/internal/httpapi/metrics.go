@@ -23,6 +23,9 @@ import (
 // process.
 type WorkerStats struct {
 	CacheHits, CacheMisses int64
+	// RedisDegraded is the in-process worker's Redis gate's reason when it
+	// holds calls back (generic: no address or credential); "" when healthy.
+	RedisDegraded string
 }
 
 // MetricsConfig configures Metrics.

@@ -31,6 +31,10 @@ type Config struct {
 	// Redis, when set, is pinged by /health ("redis": "ok" or
 	// "unreachable"); without it /health says "disabled".
 	Redis redis.UniversalClient
+	// Worker, when set (run), reports the in-process worker: /health is
+	// "degraded" while its Redis gate holds calls back (a Redis that refuses
+	// writes, OOM, still answers the ping).
+	Worker func() WorkerStats
 	// Metrics, when set, is served on /metrics and counts requests.
 	Metrics *Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
@@ -464,6 +468,11 @@ type Health struct {
 	FallbackReason string `json:"fallback_reason,omitempty"`
 	Redis          string `json:"redis"` // "ok", "unreachable" or "disabled"
 	RedisError     string `json:"redis_error,omitempty"`
+	// Worker is the in-process worker's view of Redis (run only): "ok" or
+	// "degraded", with WorkerError the generic reason ("out of memory
+	// (OOM)", "authentication failed (WRONGPASS)").
+	Worker      string `json:"worker,omitempty"`
+	WorkerError string `json:"worker_error,omitempty"`
 }
 
 // CheckHealth reports the model and pings Redis. The status is "degraded"
@@ -490,6 +499,12 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 		} else {
 			h.Redis = "ok"
 			s.health.redisOK(s.log)
+		}
+	}
+	if s.cfg.Worker != nil {
+		h.Worker = "ok"
+		if why := s.cfg.Worker().RedisDegraded; why != "" {
+			h.Worker, h.WorkerError, h.Status = "degraded", why, "degraded"
 		}
 	}
 	return h
