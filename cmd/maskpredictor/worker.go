@@ -33,6 +33,8 @@ type workerFlags struct {
 	pollInterval    time.Duration
 	jobsPerTask     int
 	classes         string
+	idlePoll        time.Duration
+	redisBackoff    time.Duration
 	reload          reloadFlags
 }
 
@@ -53,6 +55,10 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	perTask, e := envInt(sys, "WORKER_JOBS_PER_TASK", worker.DefaultJobsPerTask)
 	env(e)
+	idlePoll, e := envDuration(sys, "WORKER_IDLE_POLL_INTERVAL", 200*time.Millisecond)
+	env(e)
+	redisBackoff, e := envDuration(sys, "REDIS_MAX_BACKOFF", worker.DefaultRedisMaxBackoff)
+	env(e)
 	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
 	wf.model.register(fs)
@@ -72,6 +78,10 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 		"how often an idle worker looks for handed-over jobs; bounds their wait, costs one Redis call each ($WORKER_POLL_INTERVAL)")
 	fs.IntVar(&wf.jobsPerTask, "jobs-per-task", perTask,
 		"most Sidekiq jobs carried by one asynq task when the queue has a backlog; 1: one task per job ($WORKER_JOBS_PER_TASK)")
+	fs.DurationVar(&wf.idlePoll, "idle-poll-interval", idlePoll,
+		"longest wait between two looks for work once the worker is idle (this process's own jobs wake it at once) ($WORKER_IDLE_POLL_INTERVAL)")
+	fs.DurationVar(&wf.redisBackoff, "redis-max-backoff", redisBackoff,
+		"longest interval between two attempts while Redis refuses the worker (wrong password, full, read-only, unreachable) ($REDIS_MAX_BACKOFF)")
 	fs.StringVar(&wf.classes, "classes", envString(sys, "WORKER_CLASSES", strings.Join(sidekiq.DefaultClasses, ",")),
 		"job classes run, comma-separated (an ActiveJob job counts by its own class); a job of another class on our queues goes to the dead set, never predicted ($WORKER_CLASSES)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
@@ -107,6 +117,10 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		return nil, fmt.Errorf("%w: --jobs-per-task %d, want 1 to 1000", errUsage, wf.jobsPerTask)
 	case wf.cacheTTL < 0:
 		return nil, fmt.Errorf("%w: --cache-ttl %v is negative", errUsage, wf.cacheTTL)
+	case wf.idlePoll < wf.pollInterval || wf.idlePoll > 5*time.Second:
+		return nil, fmt.Errorf("%w: --idle-poll-interval %v, want [--poll-interval, 5s]", errUsage, wf.idlePoll)
+	case wf.redisBackoff < time.Second || wf.redisBackoff > 10*time.Minute:
+		return nil, fmt.Errorf("%w: --redis-max-backoff %v, want [1s, 10m]", errUsage, wf.redisBackoff)
 	}
 	var classes []string
 	for _, c := range strings.Split(wf.classes, ",") {
@@ -151,6 +165,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		ShutdownTimeout:  wf.shutdownTimeout,
 		DisableScheduler: wf.noScheduler,
 		PollInterval:     wf.pollInterval,
+		IdlePollInterval: wf.idlePoll,
+		RedisMaxBackoff:  wf.redisBackoff,
 		Bridge:           sidekiq.BridgeConfig{JobsPerTask: wf.jobsPerTask},
 		Logger:           log,
 	})
