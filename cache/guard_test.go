@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,28 +14,9 @@ import (
 
 	"github.com/maskpredictor/maskpredictor/cache"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
+	"github.com/maskpredictor/maskpredictor/internal/testclock"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
-
-// clock is a settable time source for Guard.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // infoCounter counts the INFO commands a client sends.
 type infoCounter struct{ n atomic.Int64 }
@@ -104,7 +84,7 @@ func TestNewGuardValidates(t *testing.T) {
 func TestGuardBudget(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never asked: pressure off
 	defer rdb.Close()
-	clk := newClock()
+	clk := testclock.New()
 	g, err := cache.NewGuard(rdb, cache.GuardConfig{PressureRatio: -1, BudgetBytes: 1000, BudgetWindow: 100 * time.Second, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +155,7 @@ func TestGuardMemoryPressure(t *testing.T) {
 	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(maxMem, 10)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock()
+	clk := testclock.New()
 	g, err := cache.NewGuard(grdb, cache.GuardConfig{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +242,7 @@ func TestGuardOOMReply(t *testing.T) {
 			t.Errorf("cache write on a full Redis: %v, want OOM", err)
 		}
 	}
-	clk := newClock()
+	clk := testclock.New()
 	g, err := cache.NewGuard(rdb, cache.GuardConfig{PressureRatio: -1, OOMBackoff: 10 * time.Second, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,30 +12,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
+	"github.com/maskpredictor/maskpredictor/internal/testclock"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // throttled is a dashboard without Redis, its login throttle on a clock
 // the test moves, and its log observed.
-func throttled(t *testing.T, cfg Config) (*Handler, *clock, *observer.ObservedLogs, *httpapi.Metrics) {
+func throttled(t *testing.T, cfg Config) (*Handler, *testclock.Clock, *observer.ObservedLogs, *httpapi.Metrics) {
 	t.Helper()
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	clk := testclock.New()
 	core, logs := observer.New(zapcore.DebugLevel)
 	m := httpapi.NewMetrics(httpapi.MetricsConfig{})
 	cfg.Status = func() httpapi.Status {
