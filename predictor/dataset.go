@@ -195,3 +195,55 @@ func Examples(recs []Record, fs FeatureSet) []model.Example {
 	}
 	return out
 }
+
+// MergeStats says what MergeExports did with one input dataset.
+type MergeStats struct {
+	// Records is how many usable records the dataset had.
+	Records int
+	// Replaced is how many records of earlier datasets this one replaced
+	// (same Normalize(mask_name)).
+	Replaced int
+}
+
+// MergeExports joins datasets loaded from several exports: the records of
+// each, in order. When a name (compared by Normalize) appears in a later
+// dataset, every record of that name from the earlier datasets is dropped,
+// so the later file wins; duplicates inside one dataset are kept as they are.
+// Skipped is the concatenation of the inputs' (indices stay per input).
+// Hash is the input's hash for one dataset, else the SHA-256 of the inputs'
+// hashes, each followed by a newline, so it names the files and their order.
+// stats has one entry per input.
+func MergeExports(sets ...*Dataset) (merged *Dataset, stats []MergeStats) {
+	if len(sets) == 1 {
+		ds := *sets[0]
+		return &ds, []MergeStats{{Records: len(ds.Records)}}
+	}
+	// owner[key] is the index of the last dataset holding the name.
+	owner := map[string]int{}
+	keys := make([][]string, len(sets))
+	for si, ds := range sets {
+		keys[si] = make([]string, len(ds.Records))
+		for ri, r := range ds.Records {
+			k := Normalize(r.MaskName)
+			keys[si][ri] = k
+			owner[k] = si
+		}
+	}
+	stats = make([]MergeStats, len(sets))
+	merged = &Dataset{}
+	h := sha256.New()
+	for si, ds := range sets {
+		stats[si].Records = len(ds.Records)
+		for ri, r := range ds.Records {
+			if o := owner[keys[si][ri]]; o != si {
+				stats[o].Replaced++
+				continue
+			}
+			merged.Records = append(merged.Records, r)
+		}
+		merged.Skipped = append(merged.Skipped, ds.Skipped...)
+		io.WriteString(h, ds.Hash+"\n")
+	}
+	merged.Hash = hex.EncodeToString(h.Sum(nil))
+	return merged, stats
+}
