@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"model":   {"model files: info, convert, push, pull (s3://)", runModel},
 		"train":   {"train a model from a Rails export (--cv K cross-validates)", runTrain},
 		"eval":    {"accuracy of a model on labelled names", runEval},
+		"data":    {"training data: lint (check the labelling convention), fix (apply it)", runData},
 		"worker":  {"work prediction jobs from Sidekiq queues (Redis)", runWorker},
 		"run":     {"the worker and the HTTP server in one process", runRun},
 		"serve":   {"the HTTP API: /predict, /predict_batch, /invoke, /health, /metrics, /admin/", runServe},
