@@ -12,20 +12,21 @@ func runEval(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("eval", sys)
 	var mf modelFlags
 	mf.register(fs)
-	data := fs.String("data", "", "labelled names in the Rails export format (required)")
+	var data stringList
+	fs.Var(&data, "data", "labelled names in the Rails export format (required; repeat for several files: for the same normalized name a later file wins)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	maxErrors := fs.Int("errors", 30, "wrong names to list in the text report (-1: all)")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	if *data == "" {
+	if len(data) == 0 {
 		return fmt.Errorf("%w: --data is required", errUsage)
 	}
 	p, err := mf.load(ctx, sys, predictor.Limits{MaxChars: 1 << 20, MaxTokens: 1 << 20})
 	if err != nil {
 		return err
 	}
-	ds, err := loadDataset(*data, sys)
+	ds, err := loadDatasets(data, sys)
 	if err != nil {
 		return err
 	}

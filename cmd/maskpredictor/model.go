@@ -31,9 +31,12 @@ func runModel(ctx context.Context, args []string, sys IO) error {
 	}
 }
 
+// isEmbeddedModelArg reports whether a model argument names the embedded model.
+func isEmbeddedModelArg(path string) bool { return path == "default" || path == "embedded" }
+
 // loadModelArg loads PATH, or the embedded model for "default" / "embedded".
 func loadModelArg(path string) (*model.Model, error) {
-	if path == "default" || path == "embedded" {
+	if isEmbeddedModelArg(path) {
 		return predictor.DefaultModel()
 	}
 	return model.Load(path)

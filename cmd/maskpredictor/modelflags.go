@@ -25,7 +25,7 @@ type modelFlags struct {
 }
 
 func (mf *modelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&mf.path, "model", "", "model file: native, CRFsuite or sklearn-crfsuite pickle (default: $MODEL_URI, else the embedded model)")
+	fs.StringVar(&mf.path, "model", "", "model file: native, CRFsuite or sklearn-crfsuite pickle; 'default' is the embedded model (default: $MODEL_URI, else the embedded model)")
 	fs.BoolVar(&mf.rules, "rules", false, "use the rule-based fallback predictor instead of a model")
 }
 
@@ -69,6 +69,12 @@ func (mf *modelFlags) loadStatic(ctx context.Context, sys IO, lim predictor.Limi
 		version string
 	)
 	switch {
+	case isEmbeddedModelArg(mf.path):
+		source = "embedded (--model " + mf.path + ")"
+		m, err = predictor.DefaultModel()
+		if err != nil { // asked for explicitly: an error, as for a file
+			return loaded{}, fmt.Errorf("loading --model %s: %w", mf.path, err)
+		}
 	case mf.path != "":
 		source = "--model " + mf.path
 		if m, err = model.Load(mf.path); err != nil {

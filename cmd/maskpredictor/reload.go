@@ -55,7 +55,7 @@ func newModelReload(ctx context.Context, sys IO, mf *modelFlags, rf *reloadFlags
 	switch {
 	case l.live == nil:
 		return nil, errors.New("internal error: the hot reload needs a live model holder")
-	case mf.rules:
+	case mf.rules, isEmbeddedModelArg(mf.path): // the embedded model never changes
 		return s, nil
 	case mf.path != "":
 		uri, source = mf.path, "--model "+mf.path
