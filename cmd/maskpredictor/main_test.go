@@ -197,8 +197,9 @@ func TestTrainDeterministicAndEval(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
-	// The Go trainer reproduces CRFsuite's model: 1190/1200 tokens, 226/236 names on its training data.
-	if rep.Tokens != 1200 || rep.Names != 236 || rep.TokenAccuracy != 1190.0/1200 || rep.NameAccuracy != 226.0/236 || len(rep.Labels) != 9 || len(rep.Errors) != 10 {
+	// On its own training data (testdata/train.json, fixed by data fix): 1199/1200 tokens, 235/236 names.
+	// (1190/1200 and 226/236 on the original export, whose labels disagree.)
+	if rep.Tokens != 1200 || rep.Names != 236 || rep.TokenAccuracy != 1199.0/1200 || rep.NameAccuracy != 235.0/236 || len(rep.Labels) != 9 || len(rep.Errors) != 1 {
 		t.Fatalf("eval report %+v", rep)
 	}
 }
