@@ -477,9 +477,11 @@ func ruleText(rule string) string {
 	return rule
 }
 
+const maxFixRounds = 8
+
 // Fix applies every finding of Lint that names a wanted label (the
 // convention's rules and the majority) and returns the fixed records and
-// the changes, in order. Records that do not match the tokenizer or carry
+// the changes, in order (round after round until none is left). Records that do not match the tokenizer or carry
 // unknown labels are kept as they are. left is what Lint still finds on the
 // fixed records (those records, and duplicates the rules did not settle).
 // recs is not modified.
@@ -487,17 +489,26 @@ func (c *Convention) Fix(recs []ExportRecord) (fixed []ExportRecord, changes, le
 	fixed = make([]ExportRecord, len(recs))
 	copy(fixed, recs)
 	copied := map[int]bool{}
-	for _, fd := range c.Lint([]ExportFile{{Records: recs}}) {
-		if fd.Want == "" {
-			continue
+	// A change can settle or unsettle another token (rule 1 and the brand
+	// exception look at the labels before a token), so fix until nothing
+	// changes, a few rounds at most; real data settles in one.
+	for round := 0; round < maxFixRounds; round++ {
+		n := len(changes)
+		for _, fd := range c.Lint([]ExportFile{{Records: fixed}}) {
+			if fd.Want == "" {
+				continue
+			}
+			r := &fixed[fd.Index]
+			if !copied[fd.Index] {
+				r.Breakdown = append([]Labelled(nil), r.Breakdown...)
+				copied[fd.Index] = true
+			}
+			r.Breakdown[fd.Position].Label = fd.Want
+			changes = append(changes, fd)
 		}
-		r := &fixed[fd.Index]
-		if !copied[fd.Index] {
-			r.Breakdown = append([]Labelled(nil), r.Breakdown...)
-			copied[fd.Index] = true
+		if len(changes) == n {
+			break
 		}
-		r.Breakdown[fd.Position].Label = fd.Want
-		changes = append(changes, fd)
 	}
 	return fixed, changes, c.Lint([]ExportFile{{Records: fixed}})
 }

@@ -258,6 +258,9 @@ func FuzzLint(f *testing.F) {
 				t.Fatalf("bad change %+v", ch)
 			}
 		}
+		if _, again, _ := c.Fix(fixed); len(again) != 0 {
+			t.Fatalf("a second fix changes %v", again)
+		}
 		var buf bytes.Buffer
 		if err := WriteExport(&buf, fixed); err != nil {
 			t.Fatal(err)
@@ -265,6 +268,53 @@ func FuzzLint(f *testing.F) {
 		back, err := ParseExport(buf.Bytes())
 		if err != nil || len(back) != len(fixed) {
 			t.Fatalf("written export does not read back: %v", err)
+		}
+	})
+}
+
+// FuzzLintBreakdowns: random breakdowns over a small vocabulary (lexicon
+// words, standards, repeated makers, numbers, plain words) and random
+// labels. After one fix, lint finds no convention or majority problem, and
+// a second fix changes nothing.
+func FuzzLintBreakdowns(f *testing.F) {
+	f.Add([]byte{0, 0, 1, 2, 3, 255, 4, 5, 6, 7, 255, 0, 0, 8, 9})
+	f.Add([]byte("Flo Flo KN95 Style\xffAirBoss\xffMoldex"))
+	vocab := []string{"Flo", "AirBoss", "Moldex", "Zed", "KN95", "N95", "FDA", "Registered", "NIOSH", "Approved",
+		"Pro", "Plus", "Mask", "Style", "Blue", "Tiger", "Small", "Kids", "ear", "loops", "One", "Size",
+		"No", "Valve", "Tri", "Fold", "3", "Safety", "for", "Surgical"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var recs []ExportRecord
+		var cur ExportRecord
+		flush := func() {
+			if len(cur.Breakdown) > 0 {
+				recs = append(recs, cur)
+			}
+			cur = ExportRecord{}
+		}
+		for i := 0; i+1 < len(data) && len(recs) < 40; i += 2 {
+			if data[i] == 255 {
+				flush()
+				i--
+				continue
+			}
+			tok := vocab[int(data[i])%len(vocab)]
+			label := ComponentLabels[int(data[i+1])%len(ComponentLabels)]
+			if cur.MaskName != "" {
+				cur.MaskName += " "
+			}
+			cur.MaskName += tok
+			cur.Breakdown = append(cur.Breakdown, Labelled{Token: tok, Label: label})
+		}
+		flush()
+		c := DefaultConvention()
+		fixed, _, left := c.Fix(recs)
+		for _, fd := range left {
+			if fd.Kind == KindConvention || fd.Kind == KindMajority {
+				t.Fatalf("after fix: %v", fd)
+			}
+		}
+		if _, again, _ := c.Fix(fixed); len(again) != 0 {
+			t.Fatalf("a second fix changes %v", again)
 		}
 	})
 }
