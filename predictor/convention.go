@@ -306,7 +306,8 @@ func (c *Convention) Lint(files []ExportFile) []Finding {
 		return Finding{File: files[f].Name, Index: i, MaskName: r.MaskName, Position: -1}
 	}
 	// Pass 1: structure, and the majority counts over undecided tokens.
-	counts := map[string]map[string]int{}
+	counts := map[string]map[string]int{} // undecided occurrences only
+	every := map[string]map[string]int{}  // all occurrences, for the reports
 	for f, file := range files {
 		for i, r := range file.Records {
 			ok := true
@@ -334,10 +335,14 @@ func (c *Convention) Lint(files []ExportFile) []Finding {
 			}
 			valid[recRef{f, i}] = true
 			for k, e := range r.Breakdown {
+				w := strings.ToLower(e.Token)
+				if every[w] == nil {
+					every[w] = map[string]int{}
+				}
+				every[w][e.Label]++
 				if _, decided := c.decide(r.Breakdown, k); decided {
 					continue
 				}
-				w := strings.ToLower(e.Token)
 				if counts[w] == nil {
 					counts[w] = map[string]int{}
 				}
@@ -357,7 +362,7 @@ func (c *Convention) Lint(files []ExportFile) []Finding {
 				if d, decided := c.decide(r.Breakdown, k); decided {
 					if !d.accepts(e.Label) {
 						fd.Kind, fd.Rule, fd.Want = KindConvention, d.rule, d.want
-						fd.Detail = ruleText(d.rule)
+						fd.Detail = fmt.Sprintf("%s (%s: %s in the data)", ruleText(d.rule, d.want), e.Token, labelCounts(every[strings.ToLower(e.Token)]))
 						out = append(out, fd)
 					}
 					continue
@@ -461,10 +466,10 @@ func exemptFromMajority(toks []Labelled, i int) bool {
 	return true
 }
 
-func ruleText(rule string) string {
+func ruleText(rule, want string) string {
 	switch rule {
 	case RuleTable:
-		return "the label table of docs/labelling.md"
+		return "the label table of docs/labelling.md says " + want
 	case RuleRepeat:
 		return "a repeated maker token is the product name (model)"
 	case RuleProPlus:

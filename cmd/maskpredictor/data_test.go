@@ -59,6 +59,7 @@ func TestDataLintOriginal(t *testing.T) {
 	}
 	for _, want := range []string{
 		`record 53 "Daddy's Choice Purism - Protective KN95 Face Mask" token 4 "KN95": style → filter_type [convention, rule 3]`,
+		"(KN95: filter_type 38, style 3, size 1 in the data)",
 		`record 31 "AirBoss AirBoss L/XL for Med/High nose" token 1 "AirBoss": brand → model [convention, rule 1]`,
 		"32 findings in 236 records of 1 file(s): convention 32\n",
 	} {
