@@ -84,11 +84,7 @@ func runDataLint(_ context.Context, args []string, sys IO) error {
 			return err
 		}
 		rep.Records += len(recs)
-		name := p
-		if len(data) == 1 {
-			name = ""
-		}
-		files = append(files, predictor.ExportFile{Name: name, Records: recs})
+		files = append(files, predictor.ExportFile{Name: p, Records: recs})
 	}
 	rep.Findings = append(rep.Findings, predictor.DefaultConvention().Lint(files)...)
 	for _, f := range rep.Findings {
