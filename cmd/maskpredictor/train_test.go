@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 func writeFile(t *testing.T, dir, name, body string) string {
@@ -163,5 +170,29 @@ func TestModelDefault(t *testing.T) {
 		if len(lines) != 1 || lines[0]["fallback"] != false || !strings.HasPrefix(lines[0]["model_version"].(string), "v") {
 			t.Fatalf("predict --model %s: %s", arg, out)
 		}
+	}
+}
+
+// TestModelDefaultNoReload: the services' --model default loads the embedded
+// model, even with MODEL_URI set, and sets up no hot reload (there is no
+// file named "default" to watch).
+func TestModelDefaultNoReload(t *testing.T) {
+	env := map[string]string{"MODEL_URI": "file:///nonexistent/m.bin"}
+	sys := IO{Env: func(k string) string { return env[k] }, Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+	mf := modelFlags{path: "default"}
+	ctx := context.Background()
+	l, err := mf.loadFull(ctx, sys, predictor.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.crf == nil || l.fallback != "" || !strings.HasPrefix(l.source, "embedded") {
+		t.Fatalf("loaded %+v", l)
+	}
+	rs, err := newModelReload(ctx, sys, &mf, &reloadFlags{poll: time.Second}, l, predictor.Limits{}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.Reloader() != nil {
+		t.Fatal("a reloader for the embedded model")
 	}
 }
