@@ -53,7 +53,13 @@ func (f *v2) Name() string { return f.name }
 const (
 	fBOS2 = numV1Fixed + iota
 	fEOS2
-	numV2Fixed
+	// fClosedKV is the first of the string attributes whose values form a
+	// small closed set (position.rindex:0…3, prev/token/next.vocab:<label>):
+	// listed among the fixed attributes, they are looked up once per model
+	// instead of once per token. Their names, and so the features, are the
+	// same as when they were emitted as strings.
+	fClosedKV
+	numV2Fixed = fClosedKV + len(rindex) + len(vocabKeys)*numComponents
 )
 
 const (
@@ -62,12 +68,37 @@ const (
 	fNextBrandLex
 )
 
+// numComponents is len(ComponentLabels).
+const numComponents = 9
+
+// vocabKeys are the vocabulary attributes of a token and its neighbours.
+var vocabKeys = [3]string{"prev.vocab", "token.vocab", "next.vocab"}
+
 var v2Fixed = func() []string {
 	names := append([]string(nil), v1Fixed[:]...)
-	return append(names, "BOS2", "EOS2")
+	names = append(names, "BOS2", "EOS2")
+	for _, r := range rindex {
+		names = append(names, "position.rindex:"+r)
+	}
+	for _, k := range vocabKeys {
+		for _, l := range ComponentLabels {
+			names = append(names, k+":"+l)
+		}
+	}
+	return names
 }()
 
 var v3Fixed = append(v2Fixed[:numV2Fixed:numV2Fixed], "token.brandlex", "prev.brandlex", "next.brandlex")
+
+// componentIndex is the position of a label in ComponentLabels, -1 if none.
+func componentIndex(l string) int {
+	for i, c := range ComponentLabels {
+		if c == l {
+			return i
+		}
+	}
+	return -1
+}
 
 func (f *v2) FixedNames() []string { return f.fixed }
 
@@ -124,12 +155,17 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 			if r > 3 {
 				r = 3
 			}
-			e.strS("position.rindex", rindex[r])
+			e.num(fClosedKV+r, 1) // position.rindex:<r>
 		}
 		if f.vocab {
 			vocabLabels = [3]string{label(i - 1), label(i), label(i + 1)}
-			for k, key := range [3]string{"prev.vocab", "token.vocab", "next.vocab"} {
-				if vocabLabels[k] != "" {
+			for k, key := range vocabKeys {
+				if vocabLabels[k] == "" {
+					continue
+				}
+				if li := componentIndex(vocabLabels[k]); li >= 0 {
+					e.num(fClosedKV+len(rindex)+k*numComponents+li, 1) // <key>:<label>
+				} else {
 					e.strS(key, vocabLabels[k])
 				}
 			}

@@ -193,3 +193,15 @@ type discardSink struct{}
 func (discardSink) Attr([]byte, float64) {}
 func (discardSink) Fixed(int, float64)   {}
 func (discardSink) EndToken()            {}
+
+// The closed-value attributes listed among the fixed ones (fClosedKV…) need
+// numComponents to be the number of labels, and keep their string names.
+func TestClosedKVFixedNames(t *testing.T) {
+	if numComponents != len(ComponentLabels) {
+		t.Fatalf("numComponents %d, %d labels", numComponents, len(ComponentLabels))
+	}
+	names := featureSets["v2"].FixedNames()
+	if names[fClosedKV] != "position.rindex:0" || names[numV2Fixed-1] != "next.vocab:"+ComponentLabels[numComponents-1] {
+		t.Errorf("closed-value names %v", names[fClosedKV:numV2Fixed])
+	}
+}
