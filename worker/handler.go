@@ -425,7 +425,15 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if info.queue == "" {
 		info.queue = job.Queue
 	}
-	items, replyTo, err := h.check(job, info)
+	if err := job.CheckClass(h.cfg.Classes); err != nil {
+		return nil, err
+	}
+	reqs, replyTo, err := job.Requests()
+	if err != nil {
+		return nil, err
+	}
+	info.names = reqs
+	items, err := h.checkNames(reqs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -436,50 +444,43 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	return j, nil
 }
 
-// Check reports why a parsed job can never succeed here (an error wrapping
-// sidekiq.ErrPoison), or nil. It has no side effects: the bridge asks it
-// before a job enters asynq (sidekiq.BridgeConfig.Check), so that such a job
-// goes to the dead set once, straight from the queue; prepare asks it again
-// when the job runs.
-func (h *Handler) Check(job *sidekiq.Job) error {
+// Check reports why a job, whose class and args the bridge has already
+// checked (sidekiq.BridgeConfig.Check), can never succeed here: over the
+// payload, name-count or name limits, or a name without tokens (an error
+// wrapping ErrPoison). It has no side effects, so that such a job goes to
+// the dead set once, straight from the queue; prepare makes the same checks
+// again when the job runs.
+func (h *Handler) Check(job *sidekiq.Job, reqs []sidekiq.Request) error {
 	if len(job.Raw) > h.cfg.MaxPayloadBytes {
 		return poisonf("payload is %d bytes, over the limit of %d", len(job.Raw), h.cfg.MaxPayloadBytes)
 	}
-	_, _, err := h.check(job, nil)
+	_, err := h.checkNames(reqs, false)
 	return err
 }
 
-// check is Check for prepare: the job's class, its args, the limits, and,
-// when info is not nil (prepare), every name tokenized and normalized.
-func (h *Handler) check(job *sidekiq.Job, info *jobInfo) ([]item, string, error) {
-	if err := job.CheckClass(h.cfg.Classes); err != nil {
-		return nil, "", err
-	}
-	reqs, replyTo, err := job.Requests()
-	if err != nil {
-		return nil, "", err
-	}
+// checkNames checks a job's names against MaxNames and the name limits and,
+// with keep (prepare), returns them tokenized and normalized.
+func (h *Handler) checkNames(reqs []sidekiq.Request, keep bool) ([]item, error) {
 	if len(reqs) > h.cfg.MaxNames {
-		return nil, "", poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
+		return nil, poisonf("%d mask names in one job, over the limit of %d", len(reqs), h.cfg.MaxNames)
 	}
 	var items []item
-	if info != nil {
-		info.names = reqs
+	if keep {
 		items = make([]item, len(reqs))
 	}
 	for i, r := range reqs {
 		toks, err := h.cfg.Limits.Check(r.MaskName)
 		if err != nil {
 			if len(reqs) > 1 {
-				return nil, "", poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
+				return nil, poisonf("mask_names[%d] %q: %w", i, abbrev(r.MaskName), err)
 			}
-			return nil, "", poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
+			return nil, poisonf("mask_name %q: %w", abbrev(r.MaskName), err)
 		}
-		if info != nil {
+		if keep {
 			items[i] = item{req: r, toks: toks, norm: predictor.Normalize(r.MaskName)}
 		}
 	}
-	return items, replyTo, nil
+	return items, nil
 }
 
 // predict fills in the predictions the cache did not have and returns the

@@ -110,12 +110,13 @@ type BridgeConfig struct {
 	// (Client.ReplyError). Default: 1 h.
 	ReplyTTL time.Duration
 
-	// Check, when set, is asked about every job that parses, before it is handed over:
-	// an error (wrapping ErrPoison) sends the job to the dead set with that reason, so a
-	// job that can never succeed (over the worker's limits, a name without tokens) is
-	// stored once, in the dead set, and never enters asynq. The worker's handler
-	// (worker.Handler.Check) makes the same checks again when the job runs.
-	Check func(*Job) error
+	// Check, when set, is asked about every job whose class and args pass, with its
+	// requests, before it is handed over: an error (wrapping ErrPoison) sends the job to
+	// the dead set with that reason, so a job that can never succeed (over the worker's
+	// limits, a name without tokens) is stored once, in the dead set, and never enters
+	// asynq. The worker's handler (worker.Handler.Check) makes the same checks again
+	// when the job runs.
+	Check func(*Job, []Request) error
 
 	// OnEnqueue, when set, is called after every task the bridge hands to asynq (the
 	// worker wakes its idle asynq processor with it).
@@ -874,11 +875,12 @@ func (b *Bridge) check(job *Job) error {
 	if err := job.CheckClass(b.cfg.Classes); err != nil {
 		return err
 	}
-	if _, _, err := job.Requests(); err != nil {
+	reqs, _, err := job.Requests()
+	if err != nil {
 		return err
 	}
 	if b.cfg.Check != nil {
-		if err := b.cfg.Check(job); err != nil {
+		if err := b.cfg.Check(job, reqs); err != nil {
 			if !errors.Is(err, ErrPoison) {
 				err = fmt.Errorf("%w: %w", ErrPoison, err)
 			}

@@ -419,8 +419,8 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 	}
 	pushRaw(t, rdb, testQueue, all...)
 	cfg := testBridgeConfig(t, rdb)
-	cfg.Check = func(j *Job) error {
-		if reqs, _, _ := j.Requests(); reqs[0].MaskName == "vetoed by Check" {
+	cfg.Check = func(_ *Job, reqs []Request) error {
+		if reqs[0].MaskName == "vetoed by Check" {
 			return errors.New("vetoed") // wrapped into ErrPoison by the bridge
 		}
 		return nil

@@ -74,7 +74,6 @@ type Job struct {
 	JID        string            // Sidekiq's job id
 	Args       []json.RawMessage // for ActiveJob: the job's own arguments (args[0].arguments), _aj_* markers stripped
 	Retry      int               // max retries derived from "retry" (true or absent → 25, false → 0, n → n)
-	Discard    bool              // a failed job out of retries leaves no dead-set entry ("retry": false or "dead": false)
 	RetryCount int               // "retry_count" (0 when absent: the job never failed yet)
 	CreatedAt  time.Time         // zero when absent or unreadable
 	EnqueuedAt time.Time         // zero when absent (scheduled jobs have none until they are pushed)
@@ -164,7 +163,6 @@ func ParseJob(raw []byte) (*Job, error) {
 	}
 	j.Args = args
 	j.Retry = retryLimit(fields["retry"])
-	j.Discard = discards(fields["retry"], fields["dead"])
 	j.RetryCount = intField(fields["retry_count"])
 	j.CreatedAt = timestampField(fields["created_at"])
 	j.EnqueuedAt = timestampField(fields["enqueued_at"])
@@ -333,7 +331,7 @@ func discards(retry, dead json.RawMessage) bool {
 }
 
 // RetryPolicy reads a payload's retry setting: the most retries it allows (Job.Retry)
-// and whether a job out of retries leaves no trace in the dead set (Job.Discard). It is
+// and whether a job out of retries leaves no trace in the dead set. It is
 // the one reader of "retry" and "dead"; a payload that is not a JSON object gets the
 // defaults (25 retries, dead set), which is what its dead-set entry needs.
 func RetryPolicy(raw []byte) (limit int, discard bool) {
