@@ -398,12 +398,12 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 		"not json {":                 "not JSON",
 		`[1,2]`:                      "not a JSON object",
 		`{"class":"K","args":["x"]}`: `no "jid"`,
-		`{"class":"MaskPredictionJob","jid":"p1","args":[42]}`:                                           "mask name (string) or a hash",
-		`{"class":"MaskPredictionJob","jid":"p2","args":[]}`:                                             "args is empty",
-		`{"class":"MaskPredictionJob","jid":"p3","args":[{"mask_names":[]}]}`:                            `"mask_names" is empty`,
-		`{"class":"RailsMailerJob","jid":"p4","args":["Moldex 2200 N95"]}`:                               `class "RailsMailerJob" is not run by the maskpredictor sidecar`,
-		`{"class":"MaskPredictionJob","jid":"p5","args":[{"mask_name":"a","reply_to":"queue:default"}]}`: `"reply_to" "queue:default" is not under`,
-		`{"class":"MaskPredictionJob","jid":"p6","args":["vetoed by Check"]}`:                            "vetoed",
+		`{"class":"MaskPredictionJob","jid":"p1","args":[42]}`:                                                                  "mask name (string) or a hash",
+		`{"class":"MaskPredictionJob","jid":"p2","args":[]}`:                                                                    "args is empty",
+		`{"class":"MaskPredictionJob","jid":"p3","args":[{"mask_names":[]}]}`:                                                   `"mask_names" is empty`,
+		`{"class":"RailsMailerJob","jid":"p4","args":["Moldex 2200 N95"]}`:                                                      `class "RailsMailerJob" is not run by the maskpredictor sidecar`,
+		`{"class":"MaskPredictionJob","jid":"p5","args":[{"mask_name":"a","reply_to":"queue:default"}]}`:                        `"reply_to" "queue:default" is not under`,
+		`{"class":"MaskPredictionJob","jid":"p6","args":[{"mask_name":"vetoed by Check","reply_to":"maskpredictor:reply:p6"}]}`: "vetoed",
 	}
 	var goods []string
 	for i := range 4 {
@@ -461,6 +461,11 @@ func TestBridgePoisonGoesToDeadSet(t *testing.T) {
 	}
 	if len(reasons) != len(poison) {
 		t.Errorf("reasons found %v; dead set: %v", reasons, dead)
+	}
+	// A caller waiting on the refused job's reply_to learns why at once.
+	if r := rdb.LRange(ctx, "maskpredictor:reply:p6", 0, -1).Val(); len(r) != 1 || !strings.Contains(r[0], `"error":"`+PoisonErrorClass) ||
+		!strings.Contains(r[0], "vetoed") || !strings.Contains(r[0], `"jid":"p6"`) {
+		t.Errorf("error reply %v", r)
 	}
 	if q, in := llen(rdb, QueueKey(testQueue)), llen(rdb, b.keyInflight(b.Identity(), testQueue)); q != 0 || in != 0 {
 		t.Errorf("queue=%d inflight=%d", q, in)
