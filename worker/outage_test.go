@@ -481,13 +481,13 @@ func TestIdlePollWokenByBridge(t *testing.T) {
 // one attempt per client per 30 s after the first minute).
 func TestRedisFaultsBackoff(t *testing.T) {
 	if testing.Short() {
-		t.Skip("≈ 15 s per case (-short)")
+		t.Skip("≈ 18 s per case (-short)")
 	}
 	const (
 		password  = "Right-Pass-77"
 		wrong     = "Wrong-Pass-42"
 		maxDelay  = 4 * time.Second
-		warmUp    = 4 * time.Second
+		warmUp    = 7 * time.Second // past the ramp: 50 ms doubling reaches 4 s after ≈ 6.4 s
 		window    = 6 * time.Second
 		fullBytes = 4 << 20
 	)
