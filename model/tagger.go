@@ -76,7 +76,6 @@ func (tg *Tagger) Set(in *Instance) error {
 	tg.fbDone = false
 	L := len(tg.m.labels)
 	nattr := int32(len(tg.m.attrs))
-	w := tg.m.state
 	start := int32(0)
 	for t := 0; t < T; t++ {
 		row := tg.state[t*L : t*L+L]
@@ -87,11 +86,12 @@ func (tg *Tagger) Set(in *Instance) error {
 				continue
 			}
 			v := a.Value
-			wr := w[int(a.ID)*L : int(a.ID)*L+L]
-			for y := range row {
+			// Only the non-zero weights, as CRFsuite: adding w·v = 0 would
+			// change no sum (rows start at +0).
+			for _, f := range tg.m.attrFeatures(a.ID) {
 				// The conversion forbids fusing into an FMA, which CRFsuite
 				// does not do either.
-				row[y] += float64(wr[y] * v)
+				row[f.label] += float64(f.weight * v)
 			}
 		}
 		start = end

@@ -2,6 +2,7 @@ package predictor
 
 import (
 	"testing"
+	"time"
 
 	"github.com/maskpredictor/maskpredictor/model"
 )
@@ -64,7 +65,7 @@ func resolved(b *testing.B, c *CRF, names []string) []*model.Instance {
 	out := make([]*model.Instance, len(names))
 	for i, n := range names {
 		inst := &model.Instance{}
-		rs := newResolveSink(c.m, c.fs, inst)
+		rs := newResolveSink(c.m, c.fs, c.tables, inst)
 		c.fs.Featurize(Tokenize(n), &sc, &rs)
 		out[i] = inst
 	}
@@ -140,4 +141,38 @@ func BenchmarkPredictDefaultModel(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkPredictDefaultModelRatio is the ratio the speed target of
+// BenchmarkPredictDefaultModel is stated in (default model ÷ v1 path), with
+// both paths interleaved in blocks of 64 names, so that both see the same
+// phases of a noisy machine; it reports ns per name of each and their ratio.
+func BenchmarkPredictDefaultModelRatio(b *testing.B) {
+	m, err := DefaultModel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	def, err := NewCRF(m, Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v1, names := benchCRF(b), benchNames(b)
+	const block = 64
+	var took [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i += block {
+		for k, c := range [2]*CRF{v1, def} {
+			start := time.Now()
+			for j := i; j < i+block; j++ {
+				if _, err := c.Predict(names[j%len(names)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			took[k] += time.Since(start)
+		}
+	}
+	n := float64((b.N + block - 1) / block * block)
+	b.ReportMetric(float64(took[0].Nanoseconds())/n, "v1-ns/name")
+	b.ReportMetric(float64(took[1].Nanoseconds())/n, "default-ns/name")
+	b.ReportMetric(float64(took[1])/float64(took[0]), "ratio")
 }

@@ -23,6 +23,7 @@ type Options struct {
 type CRF struct {
 	m       *model.Model
 	fs      FeatureSet
+	tables  *attrTables
 	limits  Limits
 	version string
 	pool    sync.Pool
@@ -37,33 +38,84 @@ type crfScratch struct {
 }
 
 // resolveSink turns attribute names into model ids as they are emitted,
-// skipping the ones the model does not know (they would score nothing).
+// skipping the ones the model does not know or gives no weight (they would
+// score nothing).
 //
 // Attributes with value 0 are dropped: w·0 adds nothing to a score (not even
 // a sign, since scores start at +0), so leaving them out keeps parity.
+//
+// Word attributes are resolved through the model's word table: begin looks
+// up each token once, and every word attribute of that token is then an
+// array index. Shapes are looked up by the shape alone.
 type resolveSink struct {
-	m     *model.Model
-	inst  *model.Instance
-	fixed []int32 // model ids of the feature set's fixed attributes, -1 if unknown
+	m      *model.Model
+	inst   *model.Instance
+	fixed  []int32 // model ids of the feature set's fixed attributes, -1 if unknown
+	tables *attrTables
+	sc     *Scratch
+	cur    []*wordIDs // per token of the current name, nil if not in words
 }
 
-func newResolveSink(m *model.Model, fs FeatureSet, inst *model.Instance) resolveSink {
+func (r *resolveSink) begin(sc *Scratch) {
+	r.sc = sc
+	r.cur = r.cur[:0]
+	for i := range sc.info {
+		r.cur = append(r.cur, r.tables.words[string(sc.lowerOf(&sc.info[i]))])
+	}
+}
+
+func (r *resolveSink) word(k wordKind, i int) bool {
+	if k < numWholeWordKinds {
+		if ids := r.cur[i]; ids != nil && ids[k] >= 0 {
+			r.inst.Add(ids[k], 1)
+		}
+		return true
+	}
+	// An affix: of an ASCII token, the lowered affix is the affix of the
+	// lowered token, which its table entry has, or else the affix table.
+	ti := &r.sc.info[i]
+	if !ti.ascii {
+		return false
+	}
+	id := int32(-1)
+	if ids := r.cur[i]; ids != nil {
+		id = ids[k]
+	} else if v, ok := affixOf(k, r.sc.lowerOf(ti)); ok {
+		if key, ok := affixKey(k, v); ok {
+			if x, ok := r.tables.affixes[key]; ok {
+				id = x
+			}
+		}
+	}
+	if id >= 0 {
+		r.inst.Add(id, 1)
+	}
+	return true
+}
+
+func (r *resolveSink) shape(shape []byte) {
+	if id, ok := r.tables.shapes[string(shape)]; ok {
+		r.inst.Add(id, 1)
+	}
+}
+
+func newResolveSink(m *model.Model, fs FeatureSet, tables *attrTables, inst *model.Instance) resolveSink {
 	names := fs.FixedNames()
 	fixed := make([]int32, len(names))
 	for i, n := range names {
 		fixed[i] = -1
-		if id, ok := m.AttrID(n); ok {
+		if id, ok := m.AttrID(n); ok && m.AttrScores(id) {
 			fixed[i] = id
 		}
 	}
-	return resolveSink{m: m, inst: inst, fixed: fixed}
+	return resolveSink{m: m, inst: inst, fixed: fixed, tables: tables}
 }
 
 func (r *resolveSink) Attr(name []byte, v float64) {
 	if v == 0 {
 		return
 	}
-	if id, ok := r.m.AttrIDBytes(name); ok {
+	if id, ok := r.m.AttrIDBytes(name); ok && r.m.AttrScores(id) {
 		r.inst.Add(id, v)
 	}
 }
@@ -93,10 +145,10 @@ func NewCRF(m *model.Model, limits Limits) (*CRF, error) {
 // newCRFWith pairs a model with a given feature set (cross-validation of
 // feature sets that are not registered).
 func newCRFWith(m *model.Model, fs FeatureSet, limits Limits) (*CRF, error) {
-	c := &CRF{m: m, fs: fs, limits: limits.WithDefaults(), version: ModelVersion(m)}
+	c := &CRF{m: m, fs: fs, tables: newAttrTables(m), limits: limits.WithDefaults(), version: ModelVersion(m)}
 	c.pool.New = func() any {
 		s := &crfScratch{}
-		s.sink = newResolveSink(m, fs, &s.inst)
+		s.sink = newResolveSink(m, fs, c.tables, &s.inst)
 		return s
 	}
 	return c, nil

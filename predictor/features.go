@@ -31,16 +31,18 @@ type FeatureSet interface {
 // Scratch is reusable memory for featurizing one name. Not safe for
 // concurrent use; the predictor pools them.
 type Scratch struct {
-	buf   []byte
-	buf2  []byte
-	vocab []string
-	lower []byte
-	info  []tokInfo
+	buf     []byte
+	buf2    []byte
+	facts   []*wordFact // per token, nil when it has none
+	factBuf []wordFact  // storage for facts of compounds
+	lower   []byte
+	info    []tokInfo
 }
 
 type tokInfo struct {
 	lo, hi int // lowercased token in Scratch.lower[lo:hi]
 	runes  int
+	ascii  bool
 	flags
 }
 
@@ -53,7 +55,7 @@ func (sc *Scratch) prepare(toks []string) {
 	for _, t := range toks {
 		lo := len(sc.lower)
 		sc.lower = appendLower(sc.lower, t)
-		sc.info = append(sc.info, tokInfo{lo: lo, hi: len(sc.lower), runes: utf8.RuneCountInString(t), flags: strFlags(t)})
+		sc.info = append(sc.info, tokInfo{lo: lo, hi: len(sc.lower), runes: utf8.RuneCountInString(t), ascii: isASCII(t), flags: strFlags(t)})
 	}
 }
 
@@ -61,6 +63,44 @@ func (sc *Scratch) prepare(toks []string) {
 type emitter struct {
 	sc   *Scratch
 	sink Sink
+	ws   wordSink // sink's word table, nil when it has none
+}
+
+// newEmitter prepares the scratch for toks and starts a name on the sink.
+func newEmitter(toks []string, sc *Scratch, sink Sink) emitter {
+	sc.prepare(toks)
+	e := emitter{sc: sc, sink: sink}
+	if ws, ok := sink.(wordSink); ok {
+		ws.begin(sc)
+		e.ws = ws
+	}
+	return e
+}
+
+// word emits the attribute of kind k (a whole-word kind) for token i.
+func (e emitter) word(k wordKind, i int) {
+	if e.ws != nil && e.ws.word(k, i) {
+		return
+	}
+	emitKV(e, wordKindNames[k], e.sc.lowerOf(&e.sc.info[i]))
+}
+
+// shape emits token.shape:<shape>.
+func (e emitter) shape(shape []byte) {
+	if e.ws != nil {
+		e.ws.shape(shape)
+		return
+	}
+	emitKV(e, shapeAttr, shape)
+}
+
+// affix emits the attribute of affix kind k for token i, whose raw affix is
+// part: the value is part lowered.
+func (e emitter) affix(k wordKind, i int, part string) {
+	if e.ws != nil && e.ws.word(k, i) {
+		return
+	}
+	e.strLower(wordKindNames[k], part)
 }
 
 func (e emitter) num(k int, v float64) { e.sink.Fixed(k, v) }
@@ -162,8 +202,7 @@ var v1Fixed = [numV1Fixed]string{
 func (v1) FixedNames() []string { return v1Fixed[:] }
 
 func (v1) Featurize(toks []string, sc *Scratch, sink Sink) {
-	sc.prepare(toks)
-	e := emitter{sc: sc, sink: sink}
+	e := newEmitter(toks, sc, sink)
 	n := len(toks)
 	for i, tok := range toks {
 		ti := &sc.info[i]
@@ -175,7 +214,7 @@ func (v1) Featurize(toks []string, sc *Scratch, sink Sink) {
 func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 	sc := e.sc
 	e.num(fBias, 1)
-	e.str("token.lower", sc.lowerOf(ti))
+	e.word(wTokenLower, i)
 	e.flag(fIsUpper, ti.isUpper)
 	e.flag(fIsTitle, ti.isTitle)
 	e.flag(fIsDigit, ti.isDigit)
@@ -184,12 +223,12 @@ func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 	e.flag(fLast, i == n-1)
 	e.num(fIndex, float64(i))
 	if ti.runes >= 2 {
-		e.strLower("token.prefix2", runePrefix(tok, 2))
-		e.strLower("token.suffix2", runeSuffix(tok, 2))
+		e.affix(wPrefix2, i, runePrefix(tok, 2))
+		e.affix(wSuffix2, i, runeSuffix(tok, 2))
 	}
 	if ti.runes >= 3 {
-		e.strLower("token.prefix3", runePrefix(tok, 3))
-		e.strLower("token.suffix3", runeSuffix(tok, 3))
+		e.affix(wPrefix3, i, runePrefix(tok, 3))
+		e.affix(wSuffix3, i, runeSuffix(tok, 3))
 	}
 	e.flag(fHasDigit, ti.hasDigit)
 	e.flag(fHasAlpha, ti.hasAlpha)
@@ -197,7 +236,7 @@ func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 	e.flag(fHasDash, ti.hasDash)
 	if i > 0 {
 		p := &sc.info[i-1]
-		e.str("prev.token.lower", sc.lowerOf(p))
+		e.word(wPrevLower, i-1)
 		e.flag(fPrevIsUpper, p.isUpper)
 		e.flag(fPrevIsTitle, p.isTitle)
 	} else {
@@ -205,7 +244,7 @@ func v1Token(e emitter, toks []string, i, n int, tok string, ti *tokInfo) {
 	}
 	if i < n-1 {
 		x := &sc.info[i+1]
-		e.str("next.token.lower", sc.lowerOf(x))
+		e.word(wNextLower, i+1)
 		e.flag(fNextIsUpper, x.isUpper)
 		e.flag(fNextIsTitle, x.isTitle)
 	} else {

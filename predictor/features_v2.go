@@ -27,6 +27,7 @@ type v2 struct {
 	firstWord bool // first.lower:<first token> on tokens after the first
 	vocabular *Vocabulary
 	brandLex  *BrandLexicon
+	wordFacts wordFacts // vocabular and brandLex by token
 	fixed     []string
 }
 
@@ -44,6 +45,10 @@ func newV2(name string, p v2Parts) *v2 {
 		f.brandLex = DefaultBrandLexicon()
 		f.fixed = v3Fixed
 	}
+	if !f.vocab {
+		f.vocabular = nil // its facts would give v2 attributes it does not emit
+	}
+	f.wordFacts = newWordFacts(f.vocabular, f.brandLex)
 	return f
 }
 
@@ -103,24 +108,21 @@ func componentIndex(l string) int {
 func (f *v2) FixedNames() []string { return f.fixed }
 
 func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
-	sc.prepare(toks)
-	e := emitter{sc: sc, sink: sink}
+	e := newEmitter(toks, sc, sink)
 	n := len(toks)
-	if f.vocab {
-		sc.vocab = sc.vocab[:0]
+	// One look-up per token answers both the vocabulary and the brand
+	// lexicon (wordfacts.go).
+	if f.vocab || f.brands {
+		sc.facts, sc.factBuf = sc.facts[:0], sc.factBuf[:0]
+		for range toks {
+			sc.factBuf = append(sc.factBuf, wordFact{})
+		}
 		for i := range toks {
-			l, _ := f.vocabular.wordBytes(sc.lowerOf(&sc.info[i]))
-			sc.vocab = append(sc.vocab, l)
+			sc.facts = append(sc.facts, f.wordFacts.lookup(f.vocabular, sc.lowerOf(&sc.info[i]), &sc.factBuf[i]))
 		}
 	}
-	label := func(i int) string {
-		if i < 0 || i >= n {
-			return ""
-		}
-		return sc.vocab[i]
-	}
-	// inBrand[i]: token i is part of a lexicon brand. Names of up to 32
-	// tokens need no allocation.
+	// inBrand[i]: token i is part of a lexicon brand (longest match, left
+	// to right). Names of up to 32 tokens need no allocation.
 	var inBrandBuf [32]bool
 	var inBrand []bool
 	if f.brands {
@@ -128,24 +130,36 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 		for range toks {
 			inBrand = append(inBrand, false)
 		}
-		f.brandLex.mark(sc, inBrand)
+		for i := 0; i < n; {
+			k := 0
+			if ft := sc.facts[i]; ft != nil {
+				k = matchBrands(sc, i, ft.brands)
+			}
+			if k == 0 {
+				i++
+				continue
+			}
+			for j := i; j < i+k; j++ {
+				inBrand[j] = true
+			}
+			i += k
+		}
 	}
-	var vocabLabels [3]string
 	for i, tok := range toks {
 		ti := &sc.info[i]
 		v1Token(e, toks, i, n, tok, ti)
 		if f.shape {
 			sc.buf2 = appendShape(sc.buf2[:0], tok)
-			e.str("token.shape", sc.buf2)
+			e.shape(sc.buf2)
 		}
 		if f.window2 {
 			if i > 1 {
-				e.str("prev2.token.lower", sc.lowerOf(&sc.info[i-2]))
+				e.word(wPrev2Lower, i-2)
 			} else {
 				e.num(fBOS2, 1)
 			}
 			if i < n-2 {
-				e.str("next2.token.lower", sc.lowerOf(&sc.info[i+2]))
+				e.word(wNext2Lower, i+2)
 			} else {
 				e.num(fEOS2, 1)
 			}
@@ -158,15 +172,18 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 			e.num(fClosedKV+r, 1) // position.rindex:<r>
 		}
 		if f.vocab {
-			vocabLabels = [3]string{label(i - 1), label(i), label(i + 1)}
 			for k, key := range vocabKeys {
-				if vocabLabels[k] == "" {
+				j := i - 1 + k // prev, token, next
+				if j < 0 || j >= n {
 					continue
 				}
-				if li := componentIndex(vocabLabels[k]); li >= 0 {
-					e.num(fClosedKV+len(rindex)+k*numComponents+li, 1) // <key>:<label>
-				} else {
-					e.strS(key, vocabLabels[k])
+				ft := sc.facts[j]
+				switch {
+				case ft == nil:
+				case ft.vocab >= 0:
+					e.num(fClosedKV+len(rindex)+k*numComponents+int(ft.vocab), 1) // <key>:<label>
+				case ft.vocab == -2:
+					e.strS(key, ft.label)
 				}
 			}
 		}
@@ -182,7 +199,7 @@ func (f *v2) Featurize(toks []string, sc *Scratch, sink Sink) {
 			}
 		}
 		if f.firstWord && i > 0 {
-			e.str("first.lower", sc.lowerOf(&sc.info[0]))
+			e.word(wFirstLower, 0)
 		}
 		sink.EndToken()
 	}
@@ -195,6 +212,38 @@ var rindex = [4]string{"0", "1", "2", "3"}
 // "9205+" → "9+".
 func appendShape(dst []byte, tok string) []byte {
 	var last rune = -1
+	for i := 0; i < len(tok); i++ { // ASCII prefix, by table
+		b := tok[i]
+		if b >= utf8.RuneSelf {
+			return appendShapeRunes(dst, tok[i:], last)
+		}
+		if c := asciiShape[b]; rune(c) != last {
+			dst = append(dst, c)
+			last = rune(c)
+		}
+	}
+	return dst
+}
+
+// asciiShape is appendShape's class of each ASCII byte.
+var asciiShape = func() (t [utf8.RuneSelf]byte) {
+	for b := range t {
+		t[b] = byte(b)
+		switch {
+		case 'A' <= b && b <= 'Z':
+			t[b] = 'X'
+		case 'a' <= b && b <= 'z':
+			t[b] = 'x'
+		case '0' <= b && b <= '9':
+			t[b] = '9'
+		}
+	}
+	return t
+}()
+
+// appendShapeRunes is appendShape for the rest of a token from its first
+// non-ASCII byte, with the class of the character before it.
+func appendShapeRunes(dst []byte, tok string, last rune) []byte {
 	for _, r := range tok {
 		var c rune
 		switch {

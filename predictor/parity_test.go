@@ -96,7 +96,7 @@ func TestParityWithCRFsuite(t *testing.T) {
 				tg := m.Tagger()
 				var sc Scratch
 				var inst model.Instance
-				rs := newResolveSink(m, c.fs, &inst)
+				rs := newResolveSink(m, c.fs, c.tables, &inst)
 				c.fs.Featurize(p.Tokens, &sc, &rs)
 				if err := tg.Set(&inst); err != nil {
 					t.Fatal(err)

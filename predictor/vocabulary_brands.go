@@ -73,7 +73,12 @@ func (b *BrandLexicon) Len() int {
 // matchAt returns the length of the longest brand starting at token i of
 // the prepared scratch (0: none). It does not allocate.
 func (b *BrandLexicon) matchAt(sc *Scratch, i int) int {
-	list := b.byFirst[string(sc.lowerOf(&sc.info[i]))]
+	return matchBrands(sc, i, b.byFirst[string(sc.lowerOf(&sc.info[i]))])
+}
+
+// matchBrands returns the length of the first brand of list (the lexicon
+// brands starting with token i, longest first) that the tokens from i spell.
+func matchBrands(sc *Scratch, i int, list [][]string) int {
 	n := len(sc.info)
 	for _, br := range list {
 		if i+len(br) > n {
