@@ -1,6 +1,7 @@
 package predictor
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -53,7 +54,7 @@ type resolveSink struct {
 	fixed  []int32 // model ids of the feature set's fixed attributes, -1 if unknown
 	tables *attrTables
 	sc     *Scratch
-	cur    []*wordIDs // per token of the current name, nil if not in words
+	cur    []*wordEntry // per token of the current name, nil if not in words
 }
 
 func (r *resolveSink) begin(sc *Scratch) {
@@ -66,8 +67,8 @@ func (r *resolveSink) begin(sc *Scratch) {
 
 func (r *resolveSink) word(k wordKind, i int) bool {
 	if k < numWholeWordKinds {
-		if ids := r.cur[i]; ids != nil && ids[k] >= 0 {
-			r.inst.Add(ids[k], 1)
+		if w := r.cur[i]; w != nil && w.ids[k] >= 0 {
+			r.inst.Add(w.ids[k], 1)
 		}
 		return true
 	}
@@ -78,8 +79,8 @@ func (r *resolveSink) word(k wordKind, i int) bool {
 		return false
 	}
 	id := int32(-1)
-	if ids := r.cur[i]; ids != nil {
-		id = ids[k]
+	if w := r.cur[i]; w != nil {
+		id = w.ids[k]
 	} else if v, ok := affixOf(k, r.sc.lowerOf(ti)); ok {
 		if key, ok := affixKey(k, v); ok {
 			if x, ok := r.tables.affixes[key]; ok {
@@ -91,6 +92,15 @@ func (r *resolveSink) word(k wordKind, i int) bool {
 		r.inst.Add(id, 1)
 	}
 	return true
+}
+
+func (r *resolveSink) fact(i int) (*wordFact, bool) {
+	if w := r.cur[i]; w != nil {
+		return w.fact, true
+	}
+	// Not in the table: no fact, but for a compound, which the feature
+	// set's vocabulary decides part by part.
+	return nil, bytes.IndexByte(r.sc.lowerOf(&r.sc.info[i]), '/') < 0
 }
 
 func (r *resolveSink) shape(shape []byte) {
@@ -145,7 +155,7 @@ func NewCRF(m *model.Model, limits Limits) (*CRF, error) {
 // newCRFWith pairs a model with a given feature set (cross-validation of
 // feature sets that are not registered).
 func newCRFWith(m *model.Model, fs FeatureSet, limits Limits) (*CRF, error) {
-	c := &CRF{m: m, fs: fs, tables: newAttrTables(m), limits: limits.WithDefaults(), version: ModelVersion(m)}
+	c := &CRF{m: m, fs: fs, tables: newAttrTables(m, fs), limits: limits.WithDefaults(), version: ModelVersion(m)}
 	c.pool.New = func() any {
 		s := &crfScratch{}
 		s.sink = newResolveSink(m, fs, c.tables, &s.inst)

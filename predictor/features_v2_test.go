@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -84,13 +85,101 @@ func featureDigest(t *testing.T, name string) string {
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
-// TestV2AttributesStable pins what feature set v2 computes (the digest was
-// taken before v3 was added), so v2 model files keep their meaning. If this
-// fails, a change meant for a new feature set leaked into v2.
-func TestV2AttributesStable(t *testing.T) {
-	const want = "291dcd989831b66d1e65d20cb0a4c309f092e2343cde4f4893f000af5cb71db8"
-	if got := featureDigest(t, "v2"); got != want {
-		t.Fatalf("v2 attributes changed: digest %s, want %s", got, want)
+// TestAttributesStable pins what the earlier feature sets compute (v2's
+// digest was taken before v3 was added, v3's before v4), so their model
+// files keep their meaning. If this fails, a change meant for a new feature
+// set leaked into an old one.
+func TestAttributesStable(t *testing.T) {
+	for fs, want := range map[string]string{
+		"v1": "021faf3602e910111a027e28163250446bd1ef7dd66647ff7236b5dec904d890",
+		"v2": "291dcd989831b66d1e65d20cb0a4c309f092e2343cde4f4893f000af5cb71db8",
+		"v3": "7e77ffd45481bcc5cb19358f70b448719d316cae88e6c3d0def1a191b70abc6b",
+	} {
+		if got := featureDigest(t, fs); got != want {
+			t.Errorf("%s attributes changed: digest %s, want %s", fs, got, want)
+		}
+	}
+}
+
+// TestV4IsV3WithoutShapeWithRepeats: v4 emits v3's attributes but the word
+// shape, in v3's order, then the repeated-token flags.
+func TestV4IsV3WithoutShapeWithRepeats(t *testing.T) {
+	v3, v4 := featureSets["v3"], featureSets["v4"]
+	names := []string{"Flo Flo Pro Med/High for Medium nose", "AirBoss AirBoss S/M", "N95 n95 N95"}
+	for _, r := range loadTrain(t).Records {
+		names = append(names, r.MaskName)
+	}
+	for _, name := range names {
+		a3, a4 := attrsOf(t, v3, name), attrsOf(t, v4, name)
+		low := Tokenize(name)
+		for i := range low {
+			low[i] = strings.ToLower(low[i])
+		}
+		for i := range a3 {
+			var want []string
+			for _, a := range a3[i] {
+				if !strings.HasPrefix(a, "token.shape:") {
+					want = append(want, a)
+				}
+			}
+			if i > 0 && low[i] == low[i-1] {
+				want = append(want, "token.repeat=1")
+			}
+			if i+1 < len(low) && low[i] == low[i+1] {
+				want = append(want, "next.repeat=1")
+			}
+			if !slices.Equal(a4[i], want) {
+				t.Fatalf("%q token %d: v4 %v, want %v", name, i, a4[i], want)
+			}
+		}
+	}
+}
+
+// TestV4Ablation is the grouped cross-validation behind v4 (BENCHMARKS.md,
+// issue 12): v3, v4, and v4 without each of its parts, on the training data
+// and the extra names, folds grouped by maker, K = 3…10. It takes about a
+// minute, so it runs only with MASKPREDICTOR_ABLATION=1.
+func TestV4Ablation(t *testing.T) {
+	if os.Getenv("MASKPREDICTOR_ABLATION") == "" {
+		t.Skip("set MASKPREDICTOR_ABLATION=1 to run the feature ablation")
+	}
+	var sets []*Dataset
+	for _, f := range []string{"train.json", "labelled_extra.json"} {
+		sets = append(sets, loadExportFile(t, filepath.Join("..", "testdata", f)))
+	}
+	ds, _ := MergeExports(sets...)
+	all := v2Parts{window2: true, fromEnd: true, vocab: true, brands: true, firstWord: true, repeat: true}
+	variants := []FeatureSet{featureSets["v3"], featureSets["v4"], newV2("v4+shape", func() v2Parts { p := all; p.shape = true; return p }())}
+	for _, drop := range []string{"window2", "fromEnd", "vocab", "brands", "firstWord", "repeat"} {
+		p := all
+		switch drop {
+		case "window2":
+			p.window2 = false
+		case "fromEnd":
+			p.fromEnd = false
+		case "vocab":
+			p.vocab = false
+		case "brands":
+			p.brands = false
+		case "firstWord":
+			p.firstWord = false
+		case "repeat":
+			p.repeat = false
+		}
+		variants = append(variants, newV2("v4-"+drop, p))
+	}
+	s := model.Settings{C1: 0.05, C2: 0.01, MaxIterations: 200, PossibleTransitions: true}
+	for _, k := range []int{5, 3, 4, 8, 10} {
+		for _, fs := range variants {
+			if k != 5 && fs.Name() != "v3" && fs.Name() != "v4" {
+				continue
+			}
+			rep, err := CrossValidateGrouped(context.Background(), ds.Records, fs, s, k, GroupMaker)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("K=%-2d %-12s grouped token %.4f (%d/%d)  name %.4f (%d/%d)", k, fs.Name(), rep.TokenAccuracy, rep.CorrectTokens, rep.Tokens, rep.NameAccuracy, rep.CorrectNames, rep.Names)
+		}
 	}
 }
 
@@ -204,4 +293,18 @@ func TestClosedKVFixedNames(t *testing.T) {
 	if names[fClosedKV] != "position.rindex:0" || names[numV2Fixed-1] != "next.vocab:"+ComponentLabels[numComponents-1] {
 		t.Errorf("closed-value names %v", names[fClosedKV:numV2Fixed])
 	}
+}
+
+func loadExportFile(t testing.TB, path string) *Dataset {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ds, err := LoadExport(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
 }

@@ -57,7 +57,14 @@ type wordSink interface {
 	word(k wordKind, i int) bool
 	// shape adds the attribute token.shape:<shape>.
 	shape(shape []byte)
+	// fact returns the vocabulary and lexicon fact of token i from the
+	// same look-up, ok false when the feature set must look it up itself.
+	fact(i int) (f *wordFact, ok bool)
 }
+
+// factSource is a feature set that reads word facts: its table joins the
+// model's, so that one look-up per token serves both.
+type factSource interface{ wordFacts() wordFacts }
 
 // shapeAttr is the name of the word-shape attribute (feature set v2/v3).
 const shapeAttr = "token.shape"
@@ -88,27 +95,46 @@ type attrTables struct {
 	shapes  map[string]int32
 }
 
-func newAttrTables(m *model.Model) *attrTables {
+// newAttrTables builds the tables of m for feature set fs.
+func newAttrTables(m *model.Model, fs FeatureSet) *attrTables {
+	var facts wordFacts
+	if src, ok := fs.(factSource); ok {
+		facts = src.wordFacts()
+	}
 	affixes := newAffixTable(m)
-	return &attrTables{words: newWordTable(m, affixes), affixes: affixes, shapes: newShapeTable(m)}
+	return &attrTables{words: newWordTable(m, affixes, facts), affixes: affixes, shapes: newShapeTable(m)}
+}
+
+// wordEntry is what one lowered token resolves to.
+type wordEntry struct {
+	ids  wordIDs
+	fact *wordFact // nil: no vocabulary label, starts no lexicon brand
 }
 
 // wordTable maps each lowered token that occurs in a word attribute of the
-// model to its ids. It is built once per model and read concurrently.
-type wordTable map[string]*wordIDs
+// model, or in the feature set's facts, to its entry. It is built once per
+// model and read concurrently.
+type wordTable map[string]*wordEntry
 
-// newWordTable collects the words of m's word attributes. A token missing
-// from the table has no whole-word attribute in the model.
-func newWordTable(m *model.Model, affixes map[uint32]int32) wordTable {
+// newWordTable collects the words of m's word attributes and of facts. A
+// token missing from the table has no whole-word attribute in the model,
+// and no fact unless it has a '/' (wordFacts).
+func newWordTable(m *model.Model, affixes map[uint32]int32, facts wordFacts) wordTable {
 	t := wordTable{}
+	add := func(w string) {
+		if t[w] == nil {
+			t[w] = &wordEntry{ids: *wordIDsOf(m, affixes, w), fact: facts[w]}
+		}
+	}
 	for _, a := range m.Attributes() {
 		for k := wordKind(0); k < numWholeWordKinds; k++ {
 			if w, ok := strings.CutPrefix(a, wordKindNames[k]+":"); ok {
-				if t[w] == nil {
-					t[w] = wordIDsOf(m, affixes, w)
-				}
+				add(w)
 			}
 		}
+	}
+	for w := range facts {
+		add(w)
 	}
 	return t
 }
