@@ -490,16 +490,32 @@ const maxFixRounds = 8
 // unknown labels are kept as they are. left is what Lint still finds on the
 // fixed records (those records, and duplicates the rules did not settle).
 // recs is not modified.
-func (c *Convention) Fix(recs []ExportRecord) (fixed []ExportRecord, changes, left []Finding) {
+//
+// context are other labelled exports, never changed: their occurrences
+// count for rule 5 and the majority, as they do when Lint is given every
+// file, so that a file fixed with its context lints clean together with it.
+// Each context file must have a Name.
+func (c *Convention) Fix(recs []ExportRecord, context ...ExportFile) (fixed []ExportRecord, changes, left []Finding) {
 	fixed = make([]ExportRecord, len(recs))
 	copy(fixed, recs)
 	copied := map[int]bool{}
+	// lint checks the records being fixed (the file named "") with the
+	// context and keeps the findings about them.
+	lint := func() []Finding {
+		var own []Finding
+		for _, fd := range c.Lint(append([]ExportFile{{Records: fixed}}, context...)) {
+			if fd.File == "" {
+				own = append(own, fd)
+			}
+		}
+		return own
+	}
 	// A change can settle or unsettle another token (rule 1 and the brand
 	// exception look at the labels before a token), so fix until nothing
 	// changes, a few rounds at most; real data settles in one.
 	for round := 0; round < maxFixRounds; round++ {
 		n := len(changes)
-		for _, fd := range c.Lint([]ExportFile{{Records: fixed}}) {
+		for _, fd := range lint() {
 			if fd.Want == "" {
 				continue
 			}
@@ -515,5 +531,5 @@ func (c *Convention) Fix(recs []ExportRecord) (fixed []ExportRecord, changes, le
 			break
 		}
 	}
-	return fixed, changes, c.Lint([]ExportFile{{Records: fixed}})
+	return fixed, changes, lint()
 }

@@ -150,13 +150,22 @@ func TestLintRules(t *testing.T) {
 // lint on it is clean, and every label that differs is a listed change.
 func TestFixTrainData(t *testing.T) {
 	orig := readExportFile(t, "train.original.json")
+	extra := ExportFile{Name: "labelled_extra.json", Records: readExportFile(t, "labelled_extra.json")}
 	c := DefaultConvention()
-	fixed, changes, left := c.Fix(orig)
+	fixed, changes, left := c.Fix(orig, extra)
 	if len(left) != 0 {
 		t.Errorf("findings left after fix: %v", left)
 	}
 	if fs := c.Lint([]ExportFile{{Records: fixed}}); len(fs) != 0 {
 		t.Errorf("lint on fixed data: %v", fs)
+	}
+	if fs := c.Lint([]ExportFile{{Name: "train.json", Records: fixed}, extra}); len(fs) != 0 {
+		t.Errorf("lint on fixed data with the extra names: %v", fs)
+	}
+	// Without the context, the one token rule 5 settles across both files
+	// stays as it was.
+	if _, alone, _ := c.Fix(orig); len(alone) != len(changes)-1 {
+		t.Errorf("fix without context: %d changes, with: %d; want one fewer", len(alone), len(changes))
 	}
 	var buf bytes.Buffer
 	if err := WriteExport(&buf, fixed); err != nil {
@@ -191,7 +200,7 @@ func TestFixTrainData(t *testing.T) {
 		}
 	}
 	// A second fix changes nothing.
-	if _, again, _ := c.Fix(fixed); len(again) != 0 {
+	if _, again, _ := c.Fix(fixed, extra); len(again) != 0 {
 		t.Errorf("fix is not idempotent: %v", again)
 	}
 }
@@ -258,7 +267,7 @@ func FuzzLint(f *testing.F) {
 				t.Fatalf("bad change %+v", ch)
 			}
 		}
-		if _, again, _ := c.Fix(fixed); len(again) != 0 {
+		if _, again, _ := c.Fix(fixed, extra); len(again) != 0 {
 			t.Fatalf("a second fix changes %v", again)
 		}
 		var buf bytes.Buffer

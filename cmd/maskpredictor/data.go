@@ -129,6 +129,8 @@ func countsText(m map[string]int) string {
 func runDataFix(_ context.Context, args []string, sys IO) error {
 	fs := newFlagSet("data fix", sys)
 	in := fs.String("data", "", "the Rails export to fix (never written)")
+	var context dataPaths
+	fs.Var(&context, "context", "another labelled export whose labels count for rule 5 and the majority (repeat for several; never written)")
 	out := fs.String("out", "", "where to write the fixed export (required unless --dry-run)")
 	dry := fs.Bool("dry-run", false, "print the changes, write nothing")
 	if err := parseNoArgs(fs, args, nil); err != nil {
@@ -147,7 +149,22 @@ func runDataFix(_ context.Context, args []string, sys IO) error {
 	if err != nil {
 		return err
 	}
-	fixed, changes, left := predictor.DefaultConvention().Fix(recs)
+	var ctxFiles []predictor.ExportFile
+	for _, p := range context {
+		if sameDataPath(*in, p) {
+			return fmt.Errorf("%w: --context %s is the input", errUsage, p)
+		}
+		if *out != "" && sameDataPath(p, *out) {
+			return fmt.Errorf("%w: --out %s is a --context file: data fix never writes its context", errUsage, *out)
+		}
+		crecs, err := readExport(p)
+		if err != nil {
+			return err
+		}
+		ctxFiles = append(ctxFiles, predictor.ExportFile{Name: p, Records: crecs})
+		fmt.Fprintf(sys.Stdout, "context: %s (%d records)\n", p, len(crecs))
+	}
+	fixed, changes, left := predictor.DefaultConvention().Fix(recs, ctxFiles...)
 	byRule := map[string]int{}
 	for _, c := range changes {
 		rule := c.Rule

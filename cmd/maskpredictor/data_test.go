@@ -130,7 +130,11 @@ func TestDataFixTrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "fixed.json")
-	code, stdout, errs := runMain(t, nil, "", "data", "fix", "--data", origData, "--out", out)
+	extraBefore, err := os.ReadFile(extraData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, errs := runMain(t, nil, "", "data", "fix", "--data", origData, "--context", extraData, "--out", out)
 	if code != 0 {
 		t.Fatalf("exit %d %s", code, errs)
 	}
@@ -163,11 +167,17 @@ func TestDataFixTrain(t *testing.T) {
 	if after, _ := os.ReadFile(origData); !bytes.Equal(before, after) {
 		t.Fatal("fix changed its input")
 	}
+	if after, _ := os.ReadFile(extraData); !bytes.Equal(extraBefore, after) {
+		t.Fatal("fix changed its context")
+	}
 	if code, out, _ := runMain(t, nil, "", "data", "lint", "--data", out); code != 0 {
 		t.Errorf("lint on fix's output: exit %d\n%s", code, out)
 	}
+	if code, out, _ := runMain(t, nil, "", "data", "lint", "--data", out, "--data", extraData); code != 0 {
+		t.Errorf("lint on fix's output with its context: exit %d\n%s", code, out)
+	}
 	// Deterministic: a second run prints the same.
-	if _, again, _ := runMain(t, nil, "", "data", "fix", "--data", origData, "--dry-run"); again != stdout {
+	if _, again, _ := runMain(t, nil, "", "data", "fix", "--data", origData, "--context", extraData, "--dry-run"); again != stdout {
 		t.Error("two runs print different changes")
 	}
 }
@@ -189,6 +199,20 @@ func TestDataFixNeverWritesInput(t *testing.T) {
 		if code != 2 || !strings.Contains(errs, "never writes its input") {
 			t.Errorf("--out %s: exit %d %s", o, code, errs)
 		}
+	}
+	ctx := filepath.Join(dir, "ctx.json")
+	ctxBody := []byte(`[{"mask_id":2,"mask_name":"Acme Filter","breakdown":[{"Acme":"brand"},{"Filter":"misc"}]}]`)
+	if err := os.WriteFile(ctx, ctxBody, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--context", ctx, "--out", ctx}, {"--context", in, "--out", filepath.Join(dir, "x.json")}} {
+		code, _, errs := runMain(t, nil, "", append([]string{"data", "fix", "--data", in}, args...)...)
+		if code != 2 {
+			t.Errorf("%v: exit %d %s", args, code, errs)
+		}
+	}
+	if b, _ := os.ReadFile(ctx); !bytes.Equal(b, ctxBody) {
+		t.Error("context changed")
 	}
 	out := filepath.Join(dir, "out.json")
 	code, stdout, _ := runMain(t, nil, "", "data", "fix", "--data", in, "--out", out, "--dry-run")
