@@ -267,7 +267,7 @@ func FuzzLint(f *testing.F) {
 				t.Fatalf("bad change %+v", ch)
 			}
 		}
-		if _, again, _ := c.Fix(fixed, extra); len(again) != 0 {
+		if _, again, _ := c.Fix(fixed); len(again) != 0 {
 			t.Fatalf("a second fix changes %v", again)
 		}
 		var buf bytes.Buffer
