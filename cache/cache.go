@@ -10,6 +10,11 @@
 // reads an entry with one GET. For the worker an entry written by another
 // model version is a miss, and a hit is answered with the caller's own
 // spelling of the name (Answer).
+//
+// A name a person labelled (package labels) is answered by its label, whatever
+// model serves: every look-up also reads the label hash, in the same round
+// trip, so a label answers even after its cache entry expired or was
+// overwritten.
 package cache
 
 import (
@@ -21,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/maskpredictor/maskpredictor/labels"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
@@ -40,12 +46,21 @@ type Config struct {
 	TTL time.Duration
 	// Logger reports entries that cannot be decoded (default: no-op).
 	Logger *zap.Logger
+	// LabelsKey is the label hash read by every look-up (default
+	// labels.Key); NoLabels reads none.
+	LabelsKey string
 }
+
+// NoLabels as Config.LabelsKey makes look-ups read no labels.
+const NoLabels = "-"
 
 // WithDefaults fills the zero fields.
 func (c Config) WithDefaults() Config {
 	if c.Prefix == "" {
 		c.Prefix = KeyPrefix
+	}
+	if c.LabelsKey == "" {
+		c.LabelsKey = labels.Key
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -88,22 +103,19 @@ func (c *Cache) Config() Config { return c.cfg }
 func (c *Cache) Key(normalized string) string { return c.cfg.Prefix + normalized }
 
 // Get returns the entry for normalized when it was written by model
-// version wantVersion ("" accepts any version). ok is false on a miss:
-// no entry, another model version, or an entry that cannot be decoded.
-// The prediction is as stored: use Answer to give it the caller's tokens.
+// version wantVersion ("" accepts any version), or the name's label. ok is
+// false on a miss: no entry, another model version, or an entry that
+// cannot be decoded. The prediction is as stored: use Answer to give it
+// the caller's tokens.
 func (c *Cache) Get(ctx context.Context, normalized, wantVersion string) (p *predictor.Prediction, ok bool, err error) {
 	if normalized == "" {
 		return nil, false, ErrEmptyName
 	}
-	b, err := c.rdb.Get(ctx, c.Key(normalized)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, false, nil
-	}
+	preds, err := c.GetMany(ctx, []string{normalized}, wantVersion)
 	if err != nil {
 		return nil, false, fmt.Errorf("cache get %q: %w", normalized, err)
 	}
-	p, ok = c.decode(normalized, b, wantVersion)
-	return p, ok, nil
+	return preds[0], preds[0] != nil, nil
 }
 
 // GetMany is Get for many names in one MGET. preds[i] is nil on a miss.
@@ -124,9 +136,10 @@ func (c *Cache) GetMany(ctx context.Context, normalized []string, wantVersion st
 
 // Lookup is a GetMany queued on a caller's pipeline.
 type Lookup struct {
-	c     *Cache
-	norms []string
-	cmd   *redis.SliceCmd
+	c      *Cache
+	norms  []string
+	cmd    *redis.SliceCmd
+	labels *redis.SliceCmd // nil when labels are not read
 }
 
 // AddGetMany queues the MGET of normalized on pipe, so a caller can send it
@@ -145,11 +158,14 @@ func (c *Cache) AddGetMany(ctx context.Context, pipe redis.Pipeliner, normalized
 		keys[i] = c.Key(n)
 	}
 	l.cmd = pipe.MGet(ctx, keys...)
+	if c.cfg.LabelsKey != NoLabels {
+		l.labels = pipe.HMGet(ctx, c.cfg.LabelsKey, normalized...)
+	}
 	return l, nil
 }
 
-// Result returns the entries written by wantVersion ("" accepts any);
-// preds[i] is nil on a miss.
+// Result returns the entries written by wantVersion ("" accepts any), or
+// the name's label, which wins over any entry; preds[i] is nil on a miss.
 func (l *Lookup) Result(wantVersion string) ([]*predictor.Prediction, error) {
 	if l.cmd == nil {
 		return nil, nil
@@ -158,8 +174,25 @@ func (l *Lookup) Result(wantVersion string) ([]*predictor.Prediction, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache mget of %d names: %w", len(l.norms), err)
 	}
+	var labelled []any
+	if l.labels != nil {
+		if labelled, err = l.labels.Result(); err != nil {
+			return nil, fmt.Errorf("reading labels of %d names: %w", len(l.norms), err)
+		}
+	}
 	preds := make([]*predictor.Prediction, len(l.norms))
 	for i, v := range vals {
+		if i < len(labelled) {
+			if s, ok := labelled[i].(string); ok {
+				var lab labels.Label
+				if err := lab.UnmarshalJSON([]byte(s)); err == nil && len(lab.Breakdown) > 0 {
+					preds[i] = lab.Prediction()
+					continue
+				}
+				l.c.cfg.Logger.Warn("undecodable label ignored",
+					zap.String("key", l.c.cfg.LabelsKey), zap.String("field", l.norms[i]))
+			}
+		}
 		s, isString := v.(string)
 		if !isString {
 			continue // nil: absent
@@ -182,7 +215,7 @@ func (c *Cache) decode(normalized string, b []byte, wantVersion string) (*predic
 			zap.String("key", c.Key(normalized)), zap.Error(err))
 		return nil, false
 	}
-	if wantVersion != "" && p.ModelVersion != wantVersion {
+	if wantVersion != "" && p.ModelVersion != wantVersion && p.Source != "label" {
 		return nil, false
 	}
 	if len(p.Tokens) == 0 {

@@ -18,8 +18,8 @@ var errFast = errors.New("cache: entry needs the full decoder")
 // AppendJSON writes, about ten times faster than encoding/json (a hit is
 // otherwise dearer than predicting afresh). It reads mask_name, tokens,
 // breakdown (the labels, checked against the tokens), confidence,
-// token_confidences, sequence_probability, model_version, fallback and
-// normalized_name; components is derived data and skipped, and so are
+// token_confidences, sequence_probability, model_version, fallback, source
+// and normalized_name; components is derived data and skipped, and so are
 // unknown fields. Entries with per-spelling extras (marginals,
 // alternatives), which the worker never writes, and anything else unusual
 // return errFast.
@@ -50,6 +50,10 @@ func decodeFast(b []byte) (*predictor.Prediction, error) {
 			}
 		case "normalized_name":
 			if p.NormalizedName, ok = d.str(); !ok {
+				return nil, errFast
+			}
+		case "source":
+			if p.Source, ok = d.str(); !ok {
 				return nil, errFast
 			}
 		case "tokens":
@@ -113,7 +117,7 @@ func decodeFast(b []byte) (*predictor.Prediction, error) {
 // fastKeys are the fields predictor.Prediction's decoder knows; a key that
 // matches one only case-insensitively, or marginals/alternatives (typed
 // fields the fast decoder does not read), go to encoding/json.
-var fastKeys = []string{"mask_name", "model_version", "normalized_name", "tokens", "breakdown",
+var fastKeys = []string{"mask_name", "model_version", "normalized_name", "source", "tokens", "breakdown",
 	"confidence", "sequence_probability", "token_confidences", "fallback", "marginals", "alternatives"}
 
 type decoder struct {

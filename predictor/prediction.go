@@ -27,6 +27,10 @@ type Prediction struct {
 	SequenceProbability float64
 	ModelVersion        string
 	Fallback            bool
+	// Source is "label" when a person's label answers instead of the model
+	// (the labels package), empty for the model and the rule fallback; the
+	// JSON carries "source" only when it is set.
+	Source string
 	// NormalizedName is the cache key's name part, when known.
 	NormalizedName string
 	// Marginals, when requested: Marginals[t][k] = P(y_t = MarginalLabels[k]).
@@ -111,6 +115,10 @@ func (p *Prediction) AppendJSON(b []byte) []byte {
 	b = appendString(b, p.ModelVersion)
 	b = append(b, `,"fallback":`...)
 	b = strconv.AppendBool(b, p.Fallback)
+	if p.Source != "" {
+		b = append(b, `,"source":`...)
+		b = appendString(b, p.Source)
+	}
 	if p.NormalizedName != "" {
 		b = append(b, `,"normalized_name":`...)
 		b = appendString(b, p.NormalizedName)
@@ -201,6 +209,7 @@ type predictionJSON struct {
 	SequenceProbability float64              `json:"sequence_probability"`
 	ModelVersion        string               `json:"model_version"`
 	Fallback            bool                 `json:"fallback"`
+	Source              string               `json:"source"`
 	NormalizedName      string               `json:"normalized_name"`
 	Marginals           []map[string]float64 `json:"marginals"`
 	Alternatives        []Alternative        `json:"alternatives"`
@@ -227,7 +236,7 @@ func (p *Prediction) UnmarshalJSON(data []byte) error {
 		MaskName: j.MaskName, Tokens: j.Tokens, Labels: labels,
 		Confidence: j.Confidence, TokenConfidences: j.TokenConfidences,
 		SequenceProbability: j.SequenceProbability, ModelVersion: j.ModelVersion,
-		Fallback: j.Fallback, NormalizedName: j.NormalizedName, Alternatives: j.Alternatives,
+		Fallback: j.Fallback, Source: j.Source, NormalizedName: j.NormalizedName, Alternatives: j.Alternatives,
 	}
 	return nil
 }
