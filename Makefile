@@ -49,8 +49,12 @@ bench:
 # testdata/labelled_extra.json, with the 5-fold plain and grouped-by-maker CV
 # figures recorded in the model.
 # Deterministic: the same data and flags give a byte-identical file.
+# The training files are copied to predictor/basedata/ (embedded for
+# `maskpredictor retrain`), whose constants match MODEL_FLAGS (its tests check
+# both).
 MODEL_FLAGS ?= --features v4 --c1 0.05 --c2 0.01 --max-iterations 200 --cv 5 --group-by maker
 model:
+	cp testdata/train.json testdata/labelled_extra.json predictor/basedata/
 	$(GO) run ./cmd/maskpredictor train --data testdata/train.json --data testdata/labelled_extra.json --out predictor/default_model.mpcrf $(MODEL_FLAGS)
 
 clean:
