@@ -18,6 +18,7 @@ import (
 	"github.com/maskpredictor/maskpredictor/cache"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/admin"
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
+	"github.com/maskpredictor/maskpredictor/labels"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
@@ -319,12 +320,29 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 		Engine: engine, Status: status, Redis: rdb, Metrics: hs.metrics,
 		MetricsToken: hf.metricsToken, Worker: deps.worker, Logger: log,
 	}
+	// The label store (issue 13) lives in the same Redis; /metrics reports it
+	// whether or not the dashboard that writes it is configured.
+	var labelStore *labels.Store
+	if rdb != nil {
+		if labelStore, err = labels.New(rdb, labels.Config{Limits: deps.limits}); err != nil {
+			hs.close()
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		hs.metrics.SetLabelStats(admin.LabelStats(labelStore, rdb))
+	}
+	// The review page and re-decoding predict with the model serving now
+	// (the hot reload swaps it), nil on the rule fallback.
+	currentCRF := func() *predictor.CRF { return deps.model.crf }
+	if lv := deps.model.live; lv != nil {
+		currentCRF = func() *predictor.CRF { return lv.Current().CRF() }
+	}
 	if admin.Configured(hf.adminUser, hf.adminPassword, hf.adminToken) {
 		hs.admin, err = admin.New(admin.Config{
 			User: hf.adminUser, Password: hf.adminPassword, Token: hf.adminToken,
 			ReadOnly: hf.adminReadOnly, Status: status, Metrics: hs.metrics, Recent: recent,
 			Redis: rdb, RedisOptions: deps.redisOpt, Queues: deps.queues, Logger: log,
 			MaxFailures: hf.maxFailures, ClientIPHeader: hf.clientIPHeader,
+			Labels: labelStore, CRF: currentCRF,
 		})
 		if err != nil {
 			hs.close()

@@ -1,6 +1,9 @@
 // Package admin is maskpredictor's operator dashboard, mounted at /admin/
 // only when credentials are configured: an overview page of its own
-// (server-rendered, no JavaScript) and asynqmon under /admin/queues/.
+// (server-rendered, no JavaScript), the review page where a person labels
+// the names the model is least sure of (/admin/review, with one small
+// inline script), its JSON API under /admin/api/ (docs/review.md), and
+// asynqmon under /admin/queues/.
 //
 // asynqmon has no authentication, exposes Redis INFO and, unless read-only,
 // deletes, runs and archives tasks. Every path under /admin/ therefore goes
@@ -27,12 +30,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
+	"github.com/maskpredictor/maskpredictor/labels"
+	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
-// Prefix is where the dashboard is mounted; asynqmon is under QueuesPath.
+// Prefix is where the dashboard is mounted; asynqmon is under QueuesPath,
+// the review page at ReviewPath and its JSON API under APIPrefix.
 const (
 	Prefix     = "/admin/"
 	QueuesPath = "/admin/queues"
+	ReviewPath = "/admin/review"
+	APIPrefix  = "/admin/api/"
 )
 
 // Config configures the dashboard.
@@ -40,7 +48,9 @@ type Config struct {
 	// User and Password enable HTTP Basic; Token enables a bearer token.
 	// At least one must be configured, and User and Password go together.
 	User, Password, Token string
-	// ReadOnly puts asynqmon in its read-only mode (only GETs to its API).
+	// ReadOnly puts asynqmon in its read-only mode (only GETs to its API),
+	// refuses the label API's PUT, DELETE and POST (403) and shows the
+	// review page without Save.
 	ReadOnly bool
 
 	// Status reports the serving model. Required.
@@ -59,6 +69,17 @@ type Config struct {
 	Queues []string
 	// CachePrefix is the cache's key prefix (default cache.KeyPrefix).
 	CachePrefix string
+	// Labels is the label store behind /admin/review and /admin/api/
+	// (nil without Redis: they answer 503).
+	Labels *labels.Store
+	// CRF returns the model serving now, nil while the rule fallback
+	// answers. The review queue and re-decoding predict with it on every
+	// request, so they follow a hot reload.
+	CRF func() *predictor.CRF
+	// ReviewMaxKeys caps the cache keys one review computation scans
+	// (default 5,000); ReviewBudget bounds its time (default 1 s).
+	ReviewMaxKeys int
+	ReviewBudget  time.Duration
 	// Timeout bounds the Redis reads of one page. Default 3 s.
 	Timeout time.Duration
 	// MaxFailures is how many refused logins one client may have within
@@ -95,7 +116,10 @@ type Handler struct {
 	queues  http.Handler // asynqmon behind CSRF protection; nil without Redis
 	monitor *asynqmon.HTTPHandler
 	page    *overviewRenderer
+	review  *reviewRenderer
+	api     http.Handler // the JSON API behind CSRF protection
 	limit   *throttle
+	queue   reviewStat // the last review queue computed
 }
 
 // New returns the dashboard for cfg.
@@ -129,6 +153,12 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReviewMaxKeys <= 0 {
+		cfg.ReviewMaxKeys = DefaultReviewMaxKeys
+	}
+	if cfg.ReviewBudget <= 0 {
+		cfg.ReviewBudget = DefaultReviewBudget
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
 	limit := cfg.MaxFailures
 	if limit < 0 { // no limit, but failures are still counted to bound the log
@@ -148,6 +178,10 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.page = page
+	if h.review, err = newReviewRenderer(); err != nil {
+		return nil, err
+	}
+	h.api = csrf(http.HandlerFunc(h.serveAPI))
 	if cfg.RedisOptions != nil {
 		h.monitor = asynqmon.New(asynqmon.Options{
 			RootPath:     QueuesPath,
@@ -187,19 +221,30 @@ func equal(got string, want *[sha256.Size]byte) bool {
 	return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
 }
 
-// authorized checks the request's credentials in constant time.
-func (h *Handler) authorized(r *http.Request) bool {
+// tokenUser is who a request authenticated with the token is (labelled_by).
+const tokenUser = "token"
+
+// authorized checks the request's credentials in constant time and says
+// who made it: the Basic user name, or tokenUser for the token (as a
+// bearer or as the Basic password, whatever user name came with it).
+func (h *Handler) authorized(r *http.Request) (who string, ok bool) {
 	if tok, ok := httpapi.BearerToken(r); ok {
-		return equal(tok, h.token)
+		return tokenUser, equal(tok, h.token)
 	}
 	u, p, ok := r.BasicAuth()
 	if !ok {
-		return false
+		return "", false
 	}
 	userOK := equal(u, h.user)
 	passOK := equal(p, h.pass)
 	tokenOK := equal(p, h.token)
-	return userOK && passOK || tokenOK
+	switch {
+	case userOK && passOK:
+		return u, true
+	case tokenOK:
+		return tokenUser, true
+	}
+	return "", false
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +263,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins; retry after %d s", secs))
 		return
 	}
-	if !h.authorized(r) {
+	who, ok := h.authorized(r)
+	if !ok {
 		if _, _, ok := r.BasicAuth(); ok || r.Header.Get("Authorization") != "" {
 			h.refused(client, r)
 		}
@@ -235,6 +281,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.serveOverview(w, r)
+	case p == ReviewPath:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			hd.Set("Allow", "GET, HEAD")
+			httpapi.WriteError(w, http.StatusMethodNotAllowed, "method not allowed: use GET")
+			return
+		}
+		h.serveReview(w, r, who)
+	case strings.HasPrefix(p, APIPrefix):
+		h.api.ServeHTTP(w, r.WithContext(withUser(r.Context(), who)))
 	case p == QueuesPath:
 		if h.queues == nil {
 			httpapi.WriteError(w, http.StatusNotFound, "asynqmon needs Redis: not configured")

@@ -16,12 +16,17 @@ import (
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
+	"github.com/maskpredictor/maskpredictor/labels"
+	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
 type fixture struct {
 	*httptest.Server
 	rdb     *redis.Client
 	version string
+	crf     *predictor.CRF
+	store   *labels.Store
+	metrics *httpapi.Metrics
 }
 
 // newFixture serves the API with the dashboard, over a Redis that holds a
@@ -50,6 +55,17 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	cfg.Status, cfg.Metrics, cfg.Recent, cfg.Redis = status, metrics, recent, rdb
+	store, err := labels.New(rdb, labels.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics.SetLabelStats(LabelStats(store, rdb)) // as serve.go does
+	if cfg.Labels == nil {
+		cfg.Labels = store
+	}
+	if cfg.CRF == nil {
+		cfg.CRF = func() *predictor.CRF { return crf }
+	}
 	if cfg.RedisOptions == nil {
 		cfg.RedisOptions = rdb.Options()
 	}
@@ -75,12 +91,22 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	rdb.Set(ctx, "maskpredictor:prediction:zzyzx qwerty 99", p.AppendJSON(nil), 0)
-	return &fixture{Server: ts, rdb: rdb, version: crf.Version()}
+	return &fixture{Server: ts, rdb: rdb, version: crf.Version(), crf: crf, store: store, metrics: metrics}
 }
 
 func (f *fixture) get(t *testing.T, method, path string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.URL+path, nil)
+	return f.do(t, method, path, "", hdr...)
+}
+
+// do sends body (none when empty) with the headers (name, value pairs).
+func (f *fixture) do(t *testing.T, method, path, body string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, f.URL+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,12 @@ import (
 	"html/template"
 	"io"
 	"math"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 	"github.com/maskpredictor/maskpredictor/predictor"
@@ -45,6 +47,14 @@ type overview struct {
 
 	QueuesLink string // asynqmon, when mounted
 	ReadOnly   bool
+
+	// The label store (issue 13): nil Labels without one.
+	Labels      *httpapi.LabelStats
+	LabelsError string
+	// ReviewQueue is the number of candidates at the last review
+	// computation, at ReviewAt (zero: none since the start).
+	ReviewQueue int
+	ReviewAt    time.Time
 }
 
 func (h *Handler) collect(ctx context.Context) overview {
@@ -85,6 +95,16 @@ func (h *Handler) collect(ctx context.Context) overview {
 		}
 	}
 	ov.Lowest = httpapi.LowestConfidence(scored, lowestShown)
+	ov.ReviewQueue, ov.ReviewAt = h.queue.get()
+	if h.cfg.Labels != nil && h.cfg.Redis != nil {
+		st, err := LabelStats(h.cfg.Labels, h.cfg.Redis)(ctx)
+		if err != nil {
+			h.log.Warn("admin: reading the label store", zap.Error(err))
+			ov.LabelsError = "reading the label store: Redis unavailable"
+		} else {
+			ov.Labels = &st
+		}
+	}
 	return ov
 }
 
@@ -137,6 +157,11 @@ func (h *Handler) scanCache(ctx context.Context, version string) (sample []httpa
 	return sample, n, capped, nil
 }
 
+type sourceCount struct {
+	Source string
+	N      int
+}
+
 type overviewRenderer struct{ t *template.Template }
 
 func newOverviewRenderer() (*overviewRenderer, error) {
@@ -158,8 +183,20 @@ func newOverviewRenderer() (*overviewRenderer, error) {
 				return d.Round(100 * time.Millisecond).String()
 			}
 		},
-		"ts":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"total": func(c httpapi.CacheCounts) int64 { return c.HTTPHits + c.HTTPMisses + c.WorkerHits + c.WorkerMisses },
+		"ts":         func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"total":      func(c httpapi.CacheCounts) int64 { return c.HTTPHits + c.HTTPMisses + c.WorkerHits + c.WorkerMisses },
+		"countedMax": func() int { return LabelsCountedMax },
+		"sources": func(m map[string]int) []sourceCount {
+			out := make([]sourceCount, 0, len(m))
+			for k, v := range m {
+				if k == "" {
+					k = "(none)"
+				}
+				out = append(out, sourceCount{k, v})
+			}
+			sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
+			return out
+		},
 	}).Parse(overviewHTML)
 	if err != nil {
 		return nil, fmt.Errorf("admin: parsing the overview template: %w", err)
@@ -197,7 +234,7 @@ nav a { margin-right: 1em; }
 </head>
 <body>
 <h1>maskpredictor</h1>
-<nav><a href="/admin/">Overview</a>{{if .QueuesLink}}<a href="{{.QueuesLink}}">Queues (asynqmon{{if .ReadOnly}}, read-only{{end}})</a>{{end}}<a href="/health">/health</a><a href="/metrics">/metrics</a></nav>
+<nav><a href="/admin/">Overview</a><a href="/admin/review" id="review-link">Review &amp; label</a>{{if .QueuesLink}}<a href="{{.QueuesLink}}">Queues (asynqmon{{if .ReadOnly}}, read-only{{end}})</a>{{end}}<a href="/health">/health</a><a href="/metrics">/metrics</a></nav>
 <p class="muted">Generated {{ts .Generated}}</p>
 
 <h2>Model</h2>
@@ -223,6 +260,21 @@ nav a { margin-right: 1em; }
 {{range .Queues}}<tr><td><code>{{.Name}}</code></td>{{if lt .Depth 0}}<td class="num muted">–</td><td class="num muted">–</td>{{else}}<td class="num">{{.Depth}}</td><td class="num">{{dur .Latency}}</td>{{end}}</tr>
 {{end}}</table>
 <p>Dead set (Sidekiq <code>dead</code>, all queues): <strong id="dead">{{if .RedisConfigured}}{{.Dead}}{{else}}–{{end}}</strong></p>
+
+<h2>Labels</h2>
+<table id="labels">
+{{if .Labels}}<tr><th>Labelled names</th><td class="num" id="labels-stored">{{.Labels.Stored}}</td></tr>
+{{if .Labels.BySource}}{{range sources .Labels.BySource}}<tr><th>&nbsp;&nbsp;from {{.Source}}</th><td class="num">{{.N}}</td></tr>
+{{end}}{{else}}<tr><th>&nbsp;&nbsp;by source</th><td class="num muted">not counted (more than {{countedMax}} labels)</td></tr>
+{{end}}{{else if .LabelsError}}<tr><th>Labelled names</th><td class="bad">{{.LabelsError}}</td></tr>
+{{else}}<tr><th>Labelled names</th><td class="muted">no label store (needs Redis)</td></tr>
+{{end}}<tr><th>Review queue</th><td class="num" id="review-queue">{{if .ReviewAt.IsZero}}<span class="muted">not computed yet: open <a href="/admin/review">Review</a></span>{{else}}{{.ReviewQueue}} candidates <span class="muted">at {{ts .ReviewAt}}</span>{{end}}</td></tr>
+{{with .Labels}}{{with .Retrain}}<tr><th>Last retrain</th><td id="retrain">{{ts .At}}: {{if .Published}}<span class="ok">published</span>{{else if .DryRun}}dry run{{else}}<span class="muted">not published</span>{{end}} {{if .Reason}}<span class="muted">({{.Reason}})</span>{{end}}</td></tr>
+<tr><th>&nbsp;&nbsp;token accuracy new / current</th><td class="num">{{conf .NewScore}} / {{conf .CurrentScore}}</td></tr>
+<tr><th>&nbsp;&nbsp;name accuracy new / current</th><td class="num">{{conf .NewNameScore}} / {{conf .CurrentNameScore}}</td></tr>
+<tr><th>&nbsp;&nbsp;labels, versions</th><td>{{.Labels}} labels; <code>{{.NewVersion}}</code> vs <code>{{.CurrentVersion}}</code></td></tr>
+{{else}}<tr><th>Last retrain</th><td class="muted">none recorded</td></tr>{{end}}{{end}}
+</table>
 
 <h2>Lowest-confidence predictions</h2>
 <p class="muted">Names worth labelling next: recent HTTP predictions{{if .RedisConfigured}} and a sample of {{.CacheSampled}} cache entries of this model version{{end}}; rule-fallback answers are left out.</p>

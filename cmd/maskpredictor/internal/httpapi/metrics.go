@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/labels"
 )
 
 // WorkerStats are the job worker's cache counters, when it runs in the same
@@ -72,6 +75,9 @@ type Metrics struct {
 	jobDur        *prometheus.HistogramVec
 	hot           map[string]hotRoute // the prediction routes' 200s, resolved once
 	insp          *asynq.Inspector
+
+	labelStats  atomic.Pointer[LabelStatsFunc]
+	reviewQueue atomic.Int64 // -1 until a review queue was computed
 }
 
 // NewMetrics registers the metrics in a new registry.
@@ -86,6 +92,7 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		cfg.Logger = zap.NewNop()
 	}
 	m := &Metrics{reg: prometheus.NewRegistry(), cfg: cfg}
+	m.reviewQueue.Store(-1)
 	m.predictions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "maskpredictor_predictions_total",
 		Help: "Predictions served over HTTP, by source: model, fallback (rules) or cache.",
@@ -226,6 +233,42 @@ func (m *Metrics) ObserveJob(queue, outcome string, d time.Duration) {
 	m.jobDur.WithLabelValues(queue, outcome).Observe(d.Seconds())
 }
 
+// LabelStats is what /metrics reports about the label store (issue 13).
+type LabelStats struct {
+	// Stored is the number of labelled names (HLEN).
+	Stored int64
+	// BySource counts the labels by source; nil when they were not counted
+	// (more labels than a scrape should decode: only Stored is exported).
+	BySource map[string]int
+	// Retrain is the last retrain's record, nil when none was recorded.
+	Retrain *labels.RetrainResult
+}
+
+// LabelStatsFunc reads the label store at scrape time, within ctx.
+type LabelStatsFunc func(ctx context.Context) (LabelStats, error)
+
+// SetLabelStats makes scrapes report the label store through f (nil: stop).
+// It is a setter, not a MetricsConfig field, because the store is built
+// after the metrics, beside the dashboard that writes it.
+func (m *Metrics) SetLabelStats(f LabelStatsFunc) {
+	if f == nil {
+		m.labelStats.Store(nil)
+		return
+	}
+	m.labelStats.Store(&f)
+}
+
+// ObserveReviewQueue records how many names were candidates for labelling
+// when the review queue was last computed (/admin/review,
+// /admin/api/review).
+func (m *Metrics) ObserveReviewQueue(n int) { m.reviewQueue.Store(int64(n)) }
+
+// ReviewQueue is the last ObserveReviewQueue; ok is false before the first.
+func (m *Metrics) ReviewQueue() (n int64, ok bool) {
+	n = m.reviewQueue.Load()
+	return n, n >= 0
+}
+
 // CacheCounts are the cache lookups since the server started.
 type CacheCounts struct {
 	HTTPHits, HTTPMisses, WorkerHits, WorkerMisses int64
@@ -347,6 +390,24 @@ var (
 		"Jobs in Sidekiq's dead set (all queues).", nil, nil)
 	descScrapeErr = prometheus.NewDesc("maskpredictor_redis_scrape_error",
 		"1 when the last scrape could not read the queues from Redis.", nil, nil)
+
+	descLabelsStored = prometheus.NewDesc("maskpredictor_labels_stored",
+		"Labelled names in the label store (HLEN maskpredictor:labels).", nil, nil)
+	descLabels = prometheus.NewDesc("maskpredictor_labels",
+		"Labelled names by the way they came in (dashboard, api, sidekiq, import); only while the store is small enough to count at scrape time (see maskpredictor_labels_stored).",
+		[]string{"source"}, nil)
+	descLabelsErr = prometheus.NewDesc("maskpredictor_labels_scrape_error",
+		"1 when the last scrape could not read the label store.", nil, nil)
+	descReviewQueue = prometheus.NewDesc("maskpredictor_review_queue_length",
+		"Names that were candidates for labelling when the review queue was last computed (/admin/review, /admin/api/review).", nil, nil)
+	descRetrainAt = prometheus.NewDesc("maskpredictor_last_retrain_timestamp_seconds",
+		"When the last retrain ran (unix seconds).", nil, nil)
+	descRetrainToken = prometheus.NewDesc("maskpredictor_last_retrain_token_accuracy",
+		"Token accuracy on held-out labels at the last retrain, of the new model and of the model it was compared with.", []string{"model"}, nil)
+	descRetrainName = prometheus.NewDesc("maskpredictor_last_retrain_name_accuracy",
+		"Whole-name accuracy on held-out labels at the last retrain, of the new model and of the model it was compared with.", []string{"model"}, nil)
+	descRetrainPublished = prometheus.NewDesc("maskpredictor_last_retrain_published",
+		"1 when the last retrain published its model, 0 when it kept the current one.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -357,6 +418,14 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDeadSet
 	ch <- descScrapeErr
 	ch <- descCache
+	ch <- descLabelsStored
+	ch <- descLabels
+	ch <- descLabelsErr
+	ch <- descReviewQueue
+	ch <- descRetrainAt
+	ch <- descRetrainToken
+	ch <- descRetrainName
+	ch <- descRetrainPublished
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -378,6 +447,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerHits), "hit", "worker")
 		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerMisses), "miss", "worker")
 	}
+	if n, ok := m.ReviewQueue(); ok {
+		ch <- prometheus.MustNewConstMetric(descReviewQueue, prometheus.GaugeValue, float64(n))
+	}
+	if f := m.labelStats.Load(); f != nil {
+		m.collectLabels(ch, *f)
+	}
 	if m.cfg.Redis == nil {
 		return
 	}
@@ -395,4 +470,43 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueueLatency, prometheus.GaugeValue, q.Latency.Seconds(), q.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descDeadSet, prometheus.GaugeValue, float64(dead))
+}
+
+// collectLabels exports the label store and the last retrain.
+func (m *Metrics) collectLabels(ch chan<- prometheus.Metric, f LabelStatsFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ScrapeTimeout)
+	defer cancel()
+	st, err := f(ctx)
+	if err != nil {
+		m.cfg.Logger.Warn("metrics: reading the label store", zap.Error(err))
+		ch <- prometheus.MustNewConstMetric(descLabelsErr, prometheus.GaugeValue, 1)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descLabelsErr, prometheus.GaugeValue, 0)
+	ch <- prometheus.MustNewConstMetric(descLabelsStored, prometheus.GaugeValue, float64(st.Stored))
+	if st.BySource != nil {
+		for _, src := range labels.Sources { // every known source, 0 included: no gaps in rate()
+			ch <- prometheus.MustNewConstMetric(descLabels, prometheus.GaugeValue, float64(st.BySource[src]), src)
+		}
+		for src, n := range st.BySource {
+			if !slices.Contains(labels.Sources, src) {
+				if src == "" {
+					src = "none"
+				}
+				ch <- prometheus.MustNewConstMetric(descLabels, prometheus.GaugeValue, float64(n), src)
+			}
+		}
+	}
+	if r := st.Retrain; r != nil {
+		ch <- prometheus.MustNewConstMetric(descRetrainAt, prometheus.GaugeValue, float64(r.At.UnixNano())/1e9)
+		ch <- prometheus.MustNewConstMetric(descRetrainToken, prometheus.GaugeValue, r.NewScore, "new")
+		ch <- prometheus.MustNewConstMetric(descRetrainToken, prometheus.GaugeValue, r.CurrentScore, "current")
+		ch <- prometheus.MustNewConstMetric(descRetrainName, prometheus.GaugeValue, r.NewNameScore, "new")
+		ch <- prometheus.MustNewConstMetric(descRetrainName, prometheus.GaugeValue, r.CurrentNameScore, "current")
+		published := 0.0
+		if r.Published {
+			published = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRetrainPublished, prometheus.GaugeValue, published)
+	}
 }
