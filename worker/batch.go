@@ -83,14 +83,36 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		defer cancel()
 	}
 	var failure error
-	if len(jobs) > 0 {
+	// Labels first, one by one (each is its own atomic write): the batch's
+	// predictions then answer a name labelled in the same batch with its label,
+	// as they would had the label job run before them. A transient failure
+	// stops the batch; what is not written is handed over below.
+	var preds []*pjob
+	for _, j := range jobs {
+		if j.label == nil {
+			preds = append(preds, j)
+			continue
+		}
+		if failure != nil {
+			continue
+		}
+		if err := h.storeLabel(wctx, j); err != nil {
+			if isPoison(err) {
+				poison[j.index] = err
+				j.ok = true // not to be written; handed over below
+			} else {
+				failure = err
+			}
+		}
+	}
+	if len(preds) > 0 && failure == nil {
 		pr := h.pin()
-		failure = h.retry(wctx, func() error { return h.lookup(wctx, pr, jobs) })
+		failure = h.retry(wctx, func() error { return h.lookup(wctx, pr, preds) })
 		if failure == nil {
 			var puts []cache.Entry
 			fresh := map[string]*predictor.Prediction{}
-			live := jobs[:0:0]
-			for _, j := range jobs {
+			live := preds[:0:0]
+			for _, j := range preds {
 				p, err := h.predict(pr, j, fresh)
 				if err != nil {
 					poison[j.index] = err

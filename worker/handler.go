@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/labels"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
@@ -81,6 +82,9 @@ type HandlerConfig struct {
 	// Sidekiq writes callback jobs, dead-set entries and stats.
 	// Default: sidekiq.NewClient(Redis).
 	Sidekiq *sidekiq.Client
+	// Labels stores the labels MaskLabelJob jobs carry (sidekiq.LabelClass).
+	// Default: labels.New(Redis, labels.Config{Limits: Limits}).
+	Labels LabelStore
 
 	// CallbackClass, when set, is the Sidekiq job class pushed for every
 	// prediction, with the single argument
@@ -110,8 +114,8 @@ type HandlerConfig struct {
 	MaxPayloadBytes int
 	// Classes are the job classes run (sidekiq.Job.CheckClass): a job of another
 	// class on our queues is dead with sidekiq.ForeignErrorClass, never predicted.
-	// Default: sidekiq.DefaultClasses (MaskPredictionJob, plain or through
-	// ActiveJob's wrapper).
+	// Default: sidekiq.DefaultClasses (MaskPredictionJob and MaskLabelJob, plain
+	// or through ActiveJob's wrapper).
 	Classes []string
 
 	// Tracker, when set, sees each job of a batch task begin and end (the
@@ -131,6 +135,13 @@ type HandlerConfig struct {
 	Logger *zap.Logger
 }
 
+// LabelStore stores a label: labels.Store. Its errors wrap labels.ErrInvalid
+// or labels.ErrFull when the label can never be stored (the job is then
+// dead); any other error is transient (retried).
+type LabelStore interface {
+	Put(ctx context.Context, l labels.Label) (labels.Label, []string, error)
+}
+
 // JobTracker is what the Busy page and the stats need to know about each job:
 // sidekiq.Heartbeat.
 type JobTracker interface {
@@ -146,6 +157,12 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.Sidekiq == nil && c.Redis != nil {
 		c.Sidekiq = sidekiq.NewClient(c.Redis)
 	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.Labels == nil && c.Redis != nil {
+		if s, err := labels.New(c.Redis, labels.Config{Limits: c.Limits}); err == nil {
+			c.Labels = s
+		}
+	}
 	if c.CallbackQueue == "" {
 		c.CallbackQueue = "default"
 	}
@@ -158,7 +175,6 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.RedisRetryFor == 0 {
 		c.RedisRetryFor = 20 * time.Second
 	}
-	c.Limits = c.Limits.WithDefaults()
 	if c.MaxNames == 0 {
 		c.MaxNames = 1000
 	}
@@ -180,6 +196,8 @@ func (c HandlerConfig) validate() error {
 		return errors.New("worker: HandlerConfig.Redis is required")
 	case c.Predictor == nil:
 		return errors.New("worker: HandlerConfig.Predictor is required")
+	case c.Labels == nil:
+		return errors.New("worker: HandlerConfig.Labels is required")
 	case c.ReplyTTL < time.Second || c.DoneTTL < time.Second:
 		return fmt.Errorf("worker: ReplyTTL (%v) and DoneTTL (%v) must be at least 1s", c.ReplyTTL, c.DoneTTL)
 	case c.RedisRetryFor < 0 || c.RedisRetryFor > 25*time.Second:
@@ -200,6 +218,7 @@ type Handler struct {
 	poison, dead atomic.Int64
 	discarded    atomic.Int64
 	cacheSkipped atomic.Int64
+	labelled     atomic.Int64
 }
 
 // NewHandler returns a handler for cfg.
@@ -221,12 +240,14 @@ type HandlerStats struct {
 	Dead                   int64 // jobs written to Sidekiq's dead set (poison or exhausted)
 	Discarded              int64 // failed jobs whose retry setting keeps them out of the dead set
 	CacheSkipped           int64 // cache entries not written because of memory pressure (Guard)
+	Labels                 int64 // labels stored from MaskLabelJob jobs
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
-		Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load()}
+		Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load(),
+		Labels: h.labelled.Load()}
 }
 
 // poisonError marks a failure the handler classified as never succeeding.
@@ -379,6 +400,7 @@ const jsonSizeHint = 1024
 type pjob struct {
 	job     *sidekiq.Job
 	info    *jobInfo
+	label   *labels.Label // a MaskLabelJob's label (then there are no items)
 	items   []item
 	replyTo string
 	doneKey string // "" when the job has no write-back
@@ -391,6 +413,9 @@ func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error 
 	j, err := h.prepare(raw, info)
 	if err != nil {
 		return err
+	}
+	if j.label != nil {
+		return h.storeLabel(ctx, j)
 	}
 	// One model for the whole job, even if a hot reload swaps it meanwhile:
 	// the cache check and every prediction of a batch use the same one.
@@ -433,6 +458,14 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 		return nil, err
 	}
 	info.names = reqs
+	if job.IsLabel() {
+		l, err := h.labelOf(job)
+		if err != nil {
+			return nil, err
+		}
+		info.label = true
+		return &pjob{job: job, info: info, label: &l}, nil
+	}
 	items, err := h.checkNames(reqs, true)
 	if err != nil {
 		return nil, err
@@ -446,7 +479,8 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 
 // Check reports why a job, whose class and args the bridge has already
 // checked (sidekiq.BridgeConfig.Check), can never succeed here: over the
-// payload, name-count or name limits, or a name without tokens (an error
+// payload, name-count or name limits, or a name without tokens, or, for a
+// MaskLabelJob, a label the store would refuse (labels.Validate) (an error
 // wrapping ErrPoison). It has no side effects, so that such a job goes to
 // the dead set once, straight from the queue; prepare makes the same checks
 // again when the job runs.
@@ -454,8 +488,63 @@ func (h *Handler) Check(job *sidekiq.Job, reqs []sidekiq.Request) error {
 	if len(job.Raw) > h.cfg.MaxPayloadBytes {
 		return poisonf("payload is %d bytes, over the limit of %d", len(job.Raw), h.cfg.MaxPayloadBytes)
 	}
+	if job.IsLabel() {
+		_, err := h.labelOf(job)
+		return err
+	}
 	_, err := h.checkNames(reqs, false)
 	return err
+}
+
+// labelOf reads and validates the label a MaskLabelJob carries (source
+// labels.SourceSidekiq, labelled_at the job's created_at: when Rails asked).
+// Its errors are poison and wrap labels.ErrInvalid when the label is at
+// fault.
+func (h *Handler) labelOf(job *sidekiq.Job) (labels.Label, error) {
+	a, err := job.Label()
+	if err != nil {
+		return labels.Label{}, err
+	}
+	bd, err := labels.ParseBreakdown(a.Breakdown)
+	if err != nil {
+		return labels.Label{}, &poisonError{fmt.Errorf("%s for %q: %w", sidekiq.LabelClass, abbrev(a.MaskName), err)}
+	}
+	l := labels.Label{MaskName: a.MaskName, Breakdown: bd, LabelledBy: a.LabelledBy,
+		LabelledAt: job.CreatedAt, Source: labels.SourceSidekiq}
+	if _, err := labels.Validate(l, h.cfg.Limits); err != nil {
+		return labels.Label{}, &poisonError{fmt.Errorf("%s for %q: %w", sidekiq.LabelClass, abbrev(a.MaskName), err)}
+	}
+	return l, nil
+}
+
+// storeLabel stores a MaskLabelJob's label (LabelStore.Put: the label hash
+// and the name's cache entry, in one atomic step; storing it again is
+// harmless, so a redelivery needs no done marker). A label the store
+// refuses (labels.ErrInvalid, labels.ErrFull) is poison; a Redis error is
+// retried like every other write of the handler.
+func (h *Handler) storeLabel(ctx context.Context, j *pjob) error {
+	var warnings []string
+	var refused error // the store's answer, not a Redis failure: never retried here
+	err := h.retry(ctx, func() error {
+		_, w, err := h.cfg.Labels.Put(ctx, *j.label)
+		if errors.Is(err, labels.ErrInvalid) || errors.Is(err, labels.ErrFull) {
+			refused = err
+			return nil
+		}
+		warnings = w
+		return err
+	})
+	switch {
+	case err != nil:
+		h.observe(err)
+		return err
+	case refused != nil:
+		return &poisonError{fmt.Errorf("%s: %w", sidekiq.LabelClass, refused)}
+	}
+	j.ok = true
+	j.info.warnings = warnings
+	h.labelled.Add(1)
+	return nil
 }
 
 // checkNames checks a job's names against MaxNames and the name limits and,

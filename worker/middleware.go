@@ -17,7 +17,9 @@ type jobInfo struct {
 	names      []sidekiq.Request
 	hits       int
 	fallback   bool
-	duplicate  bool // the write-back of this delivery had already happened
+	duplicate  bool     // the write-back of this delivery had already happened
+	label      bool     // a MaskLabelJob
+	warnings   []string // its label's convention findings (stored anyway)
 	outcome    string
 	err        error
 }
@@ -97,6 +99,12 @@ func writeJobLine(log *zap.Logger, ji *jobInfo, d time.Duration, err error) {
 	}
 	if ji.duplicate {
 		fields = append(fields, zap.Bool("duplicate_delivery", true))
+	}
+	if ji.label {
+		fields = append(fields, zap.Bool("label", true))
+		if len(ji.warnings) > 0 {
+			fields = append(fields, zap.Strings("label_warnings", ji.warnings))
+		}
 	}
 	outcome := ji.outcome
 	if outcome == "" {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/cache"
+	"github.com/maskpredictor/maskpredictor/labels"
 	"github.com/maskpredictor/maskpredictor/predictor"
 	"github.com/maskpredictor/maskpredictor/worker"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
@@ -83,7 +84,7 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	fs.DurationVar(&wf.redisBackoff, "redis-max-backoff", redisBackoff,
 		"longest interval between two attempts while Redis refuses the worker (wrong password, full, read-only, unreachable) ($REDIS_MAX_BACKOFF)")
 	fs.StringVar(&wf.classes, "classes", envString(sys, "WORKER_CLASSES", strings.Join(sidekiq.DefaultClasses, ",")),
-		"job classes run, comma-separated (an ActiveJob job counts by its own class); a job of another class on our queues goes to the dead set, never predicted ($WORKER_CLASSES)")
+		"job classes run, comma-separated (an ActiveJob job counts by its own class): "+sidekiq.PredictionClass+" jobs are predicted, "+sidekiq.LabelClass+" jobs store a label; a job of another class on our queues goes to the dead set, never run ($WORKER_CLASSES)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
 		"do not move due schedule/retry entries of our queues (a Ruby Sidekiq server does it) ($WORKER_NO_SCHEDULER)")
 	return err
@@ -149,12 +150,21 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		asynqR.Close()
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// MaskLabelJob jobs store their labels here: the same Redis and pool as
+	// the cache, whose entry for a labelled name the store rewrites.
+	ls, err := labels.New(rdb, labels.Config{Limits: wf.limits})
+	if err != nil {
+		rdb.Close()
+		asynqR.Close()
+		return nil, fmt.Errorf("label store: %w", err)
+	}
 	srv, err := worker.New(worker.Config{
 		Redis:      rdb,
 		AsynqRedis: asynqR,
 		Handler: worker.HandlerConfig{
 			Predictor:     p,
 			Cache:         c,
+			Labels:        ls,
 			CallbackClass: wf.callbackClass,
 			CallbackQueue: wf.callbackQueue,
 			Limits:        wf.limits,

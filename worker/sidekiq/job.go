@@ -43,9 +43,20 @@ var ErrForeign = fmt.Errorf("%w: not a maskpredictor job", ErrPoison)
 // ForeignErrorClass is the error_class of the dead-set entry of a job ErrForeign refused.
 const ForeignErrorClass = "MaskPredictor::ForeignJob"
 
+// The job classes of the Rails kit.
+const (
+	// PredictionClass asks for predictions: args ["name"], ["name", id],
+	// [{"mask_name", "mask_id"}], [{"mask_names": […]}] (Job.Requests).
+	PredictionClass = "MaskPredictionJob"
+	// LabelClass stores a label a person gave a name in the Rails app's admin: args
+	// [mask_name, breakdown] or [mask_name, breakdown, labelled_by] (Job.Label).
+	LabelClass = "MaskLabelJob"
+)
+
 // DefaultClasses are the job classes the sidecar runs when none are configured: the
-// Rails kit's MaskPredictionJob (plain Sidekiq, or ActiveJob through its wrapper).
-var DefaultClasses = []string{"MaskPredictionJob"}
+// Rails kit's MaskPredictionJob and MaskLabelJob (plain Sidekiq, or ActiveJob through
+// its wrapper).
+var DefaultClasses = []string{PredictionClass, LabelClass}
 
 // ErrorClass is the dead-set error_class for a job refused with err.
 func ErrorClass(err error) string {
@@ -68,7 +79,7 @@ const (
 // Job is a parsed Sidekiq job payload.
 type Job struct {
 	Raw        []byte            // the exact bytes
-	Class      string            // "MaskPredictionJob" or the ActiveJob wrapper class
+	Class      string            // "MaskPredictionJob", "MaskLabelJob" or the ActiveJob wrapper class
 	Wrapped    string            // ActiveJob job class, if any
 	Queue      string            // the "queue" field (may be empty)
 	JID        string            // Sidekiq's job id
@@ -106,6 +117,47 @@ func (j *Job) CheckClass(classes []string) error {
 	return fmt.Errorf("%w: %s is not run by the maskpredictor sidecar, which runs only %s on its queues; "+
 		"move the job to a queue a Ruby Sidekiq process serves (Retry here brings it back to this queue)",
 		ErrForeign, what, strings.Join(classes, ", "))
+}
+
+// IsLabel reports whether the job is a MaskLabelJob (plain or through ActiveJob's
+// wrapper): a label to store (Job.Label), not names to predict.
+func (j *Job) IsLabel() bool { return j.RunsAs() == LabelClass }
+
+// LabelArgs are the arguments of a MaskLabelJob, read for their shape only: whether the
+// breakdown matches the name's tokens and uses known labels is the label store's
+// business (labels.Validate).
+type LabelArgs struct {
+	MaskName string
+	// Breakdown is the [{token: label}…] list, one raw JSON value per entry.
+	Breakdown  []json.RawMessage
+	LabelledBy string // "" when absent or null
+}
+
+// Label reads the arguments of a MaskLabelJob: [mask_name, breakdown] or
+// [mask_name, breakdown, labelled_by], with mask_name a non-empty string, breakdown an
+// array ([{token: label}…]) and labelled_by a string or null. A label job carries no
+// reply_to. Every error wraps ErrPoison.
+func (j *Job) Label() (LabelArgs, error) {
+	const want = "expected [mask_name, breakdown] or [mask_name, breakdown, labelled_by]"
+	if n := len(j.Args); n < 2 || n > 3 {
+		return LabelArgs{}, poison("%s args has %d elements: %s", LabelClass, n, want)
+	}
+	var a LabelArgs
+	if err := json.Unmarshal(j.Args[0], &a.MaskName); err != nil {
+		return LabelArgs{}, poison("%s args[0] must be the mask name (a string), got %s", LabelClass, abbrev(j.Args[0]))
+	}
+	if strings.TrimSpace(a.MaskName) == "" {
+		return LabelArgs{}, poison("%s args[0]: mask name is empty", LabelClass)
+	}
+	if err := json.Unmarshal(j.Args[1], &a.Breakdown); err != nil || a.Breakdown == nil {
+		return LabelArgs{}, poison("%s args[1] must be the breakdown, an array of {token: label} objects, got %s", LabelClass, abbrev(j.Args[1]))
+	}
+	if len(j.Args) == 3 && !isNull(j.Args[2]) {
+		if err := json.Unmarshal(j.Args[2], &a.LabelledBy); err != nil {
+			return LabelArgs{}, poison("%s args[2] must be labelled_by (a string or null), got %s", LabelClass, abbrev(j.Args[2]))
+		}
+	}
+	return a, nil
 }
 
 // Request is one mask name to predict, with the caller's id for it.
@@ -443,7 +495,10 @@ func checkReplyKey(key string) error {
 }
 
 // Requests interprets Args: ["name"], ["name", id], [{"mask_name","mask_id"}],
-// [{"mask_names": [...]}]; optional "reply_to" in the hash form.
+// [{"mask_names": [...]}]; optional "reply_to" in the hash form. For a MaskLabelJob
+// (IsLabel) it is the one name the label is for, with no id and no reply_to, after
+// Label has checked the args' shape: every check that reads the names (the worker's
+// limits, the log line) then sees label jobs as well.
 //
 // In ["name", id] the id may be any JSON value; it is echoed back verbatim. Unknown keys
 // in the hash form (request_id, v, ...) are ignored, so Rails can add its own bookkeeping.
@@ -451,6 +506,13 @@ func checkReplyKey(key string) error {
 // name is rejected. Every error wraps ErrPoison.
 func (j *Job) Requests() (reqs []Request, replyTo string, err error) {
 	null := json.RawMessage("null")
+	if j.IsLabel() {
+		a, err := j.Label()
+		if err != nil {
+			return nil, "", err
+		}
+		return []Request{{MaskName: a.MaskName, MaskID: null}}, "", nil
+	}
 	switch len(j.Args) {
 	case 0:
 		return nil, "", poison("args is empty: expected [name], [name, id], [{mask_name, mask_id}] or [{mask_names}]")
