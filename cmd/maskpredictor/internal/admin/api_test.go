@@ -647,10 +647,13 @@ func TestLabelMetricsAndOverview(t *testing.T) {
 		return body
 	}
 	body := metrics()
-	for _, absent := range []string{"maskpredictor_review_queue_length", "maskpredictor_last_retrain_"} {
-		if strings.Contains(body, absent+"") && strings.Contains(body, "\n"+absent) {
+	for _, absent := range []string{"maskpredictor_review_queue_length ", "maskpredictor_last_retrain_"} {
+		if strings.Contains(body, "\n"+absent) {
 			t.Errorf("%s reported before it exists", absent)
 		}
+	}
+	if _, _, ov := f.get(t, "GET", "/admin/", opsAuth...); !strings.Contains(ov, `id="labels-stored">0<`) || strings.Contains(ov, "not counted") {
+		t.Error("overview of an empty store")
 	}
 	if !strings.Contains(body, "\nmaskpredictor_labels_stored 0\n") || !strings.Contains(body, "\nmaskpredictor_labels{source=\"dashboard\"} 0\n") {
 		t.Errorf("empty store not reported:\n%s", grepLines(body, "maskpredictor_labels"))

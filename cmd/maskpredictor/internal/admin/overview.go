@@ -186,6 +186,7 @@ func newOverviewRenderer() (*overviewRenderer, error) {
 		"ts":         func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"total":      func(c httpapi.CacheCounts) int64 { return c.HTTPHits + c.HTTPMisses + c.WorkerHits + c.WorkerMisses },
 		"countedMax": func() int { return LabelsCountedMax },
+		"counted":    func(m map[string]int) bool { return m != nil },
 		"sources": func(m map[string]int) []sourceCount {
 			out := make([]sourceCount, 0, len(m))
 			for k, v := range m {
@@ -264,7 +265,7 @@ nav a { margin-right: 1em; }
 <h2>Labels</h2>
 <table id="labels">
 {{if .Labels}}<tr><th>Labelled names</th><td class="num" id="labels-stored">{{.Labels.Stored}}</td></tr>
-{{if .Labels.BySource}}{{range sources .Labels.BySource}}<tr><th>&nbsp;&nbsp;from {{.Source}}</th><td class="num">{{.N}}</td></tr>
+{{if counted .Labels.BySource}}{{range sources .Labels.BySource}}<tr><th>&nbsp;&nbsp;from {{.Source}}</th><td class="num">{{.N}}</td></tr>
 {{end}}{{else}}<tr><th>&nbsp;&nbsp;by source</th><td class="num muted">not counted (more than {{countedMax}} labels)</td></tr>
 {{end}}{{else if .LabelsError}}<tr><th>Labelled names</th><td class="bad">{{.LabelsError}}</td></tr>
 {{else}}<tr><th>Labelled names</th><td class="muted">no label store (needs Redis)</td></tr>

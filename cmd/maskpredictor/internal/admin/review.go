@@ -487,7 +487,7 @@ dl.keys dd { margin: 0; }
 {{if .ReadOnly}}<p class="note" id="read-only">The dashboard is read-only (<code>ADMIN_READ_ONLY=true</code>): the names below cannot be labelled here.</p>{{end}}
 <p>The {{len .Items}} names the model is least sure of, most worth a label first, out of <strong id="candidates">{{.Candidates}}</strong> unlabelled candidates{{if .Partial}} (a partial walk of the cache){{end}}: cache entries of the serving model and recent HTTP predictions. A saved label answers for its name at once (the cache entry is rewritten) and trains the next model.{{if not .ReadOnly}} <span class="muted">Left on this page: <strong id="remaining">{{len .Items}}</strong>.</span>{{end}}</p>
 {{if not .ReadOnly}}
-<details id="help"><summary>Keyboard</summary>
+<details id="help"><summary>Keyboard: <kbd>Enter</kbd> or <kbd>s</kbd> saves the focused name, <kbd>k</kbd> skips it, <kbd>j</kbd>/<kbd>p</kbd> move between names</summary>
 <dl class="keys">
 <dt><kbd>Tab</kbd></dt><dd>moves through a name's labels, then Save and Skip, then the next name</dd>
 <dt><kbd>Enter</kbd></dt><dd>saves the focused name (on a label or on the name; on Skip it skips)</dd>
