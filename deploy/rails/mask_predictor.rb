@@ -7,5 +7,6 @@
 #   MaskPredictor.enqueue("3M Aura 9205+ N95", mask_id: mask.id)  # async: cache + callback job
 #   MaskPredictor.cached("3M Aura 9205+ N95")                     # => prediction Hash or nil (one GET)
 #   MaskPredictor.predict_now("3M Aura 9205+ N95", timeout: 5)    # sync: waits for the sidecar's reply
+#   MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { "Aura" => "model" }], labelled_by: "me")
 require_relative "mask_predictor/normalize"
 require_relative "mask_predictor/client"

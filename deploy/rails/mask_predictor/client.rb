@@ -33,6 +33,14 @@ module MaskPredictor
   # so it does not end in Sidekiq's dead set.
   class InvalidName < ArgumentError; end
 
+  # A label the sidecar would refuse (its breakdown does not match the name's tokens, or
+  # uses a label that is not one of LABELS). Raised before enqueueing, so it does not end in
+  # Sidekiq's dead set.
+  class InvalidLabel < ArgumentError; end
+
+  # The nine components a token may be labelled with.
+  LABELS = %w[brand model size color style strap filter_type valved misc].freeze
+
   # The argument of the callback job the sidecar pushes after each prediction
   # (its CALLBACK_CLASS): {"jid", "mask_id", "mask_name", "prediction"}.
   class Result
@@ -66,6 +74,9 @@ module MaskPredictor
   end
 
   REPLY_PREFIX = "maskpredictor:reply:"
+  # The job class MaskPredictor.label pushes: the sidecar stores a job of this class as a
+  # label (it must be in the sidecar's WORKER_CLASSES, as it is by default).
+  LABEL_JOB_CLASS = "MaskLabelJob"
 
   module_function
 
@@ -100,6 +111,28 @@ module MaskPredictor
     arg = { "mask_names" => names }
     arg["reply_to"] = reply_to if reply_to
     push(arg)
+  end
+
+  # Stores a label a person gave name (in your admin) in the sidecar: a MaskLabelJob on the
+  # sidecar's queue. breakdown is [{token => label}, ...], one Hash per token of name, in
+  # order, as the training export writes it (labels may be Strings or Symbols). From then on
+  # the sidecar answers name with this label (MaskPredictor.cached shows "source" =>
+  # "label"), whatever model serves, and the label is training data for the next model.
+  # Labelling a name again replaces its label. Returns the Sidekiq jid.
+  #
+  #   MaskPredictor.label("3M Aura 9205+ N95",
+  #                       [{ "3M" => "brand" }, { "Aura" => "model" }, { "9205+" => "model" },
+  #                        { "N95" => "filter_type" }], labelled_by: current_user.email)
+  #
+  # Raises InvalidLabel (nothing enqueued) when the breakdown's tokens are not the name's
+  # tokens or a label is unknown. What the sidecar still refuses (its length limits, a full
+  # label store) goes to Sidekiq's dead set with the reason.
+  def label(name, breakdown, labelled_by: nil)
+    entries = check_label!(name, breakdown)
+    args = [name.to_s, entries]
+    args << labelled_by.to_s unless labelled_by.nil?
+    Sidekiq::Client.push("class" => LABEL_JOB_CLASS, "queue" => config.queue,
+                         "args" => args, "retry" => config.retry)
   end
 
   # The cached prediction of name, or nil. One Redis GET; the answer carries the caller's
@@ -153,16 +186,36 @@ module MaskPredictor
     raise InvalidName, "no tokens found in mask_name: #{name.inspect}" if normalize(name).empty?
   end
 
+  # The breakdown as [{"token" => "label"}, ...], checked against the name's tokens.
+  def check_label!(name, breakdown)
+    toks = tokenize(name)
+    raise InvalidLabel, "no tokens found in mask_name: #{name.inspect}" if toks.empty?
+    unless breakdown.is_a?(Array) && breakdown.all? { |e| e.is_a?(Hash) && e.size == 1 }
+      raise InvalidLabel, "breakdown must be an Array of one-entry Hashes [{token => label}, ...]"
+    end
+
+    entries = breakdown.map { |e| e.to_a.first.map(&:to_s) }
+    if entries.map(&:first) != toks
+      raise InvalidLabel, "breakdown tokens #{entries.map(&:first).inspect} are not the tokens of " \
+                          "#{name.inspect}: #{toks.inspect}"
+    end
+    entries.each do |tok, lab|
+      raise InvalidLabel, "token #{tok.inspect} has label #{lab.inspect} (known: #{LABELS.join(", ")})" unless LABELS.include?(lab)
+    end
+    entries.map { |tok, lab| { tok => lab } }
+  end
+
   def push(arg)
     Sidekiq::Client.push("class" => config.job_class, "queue" => config.queue,
                          "args" => [arg], "retry" => config.retry)
   end
 
   # Applies the cache-hit rule of the sidecar: the entry's labels with the caller's tokens,
-  # when both tokenize to the same number of tokens (else a miss).
+  # when both tokenize to the same number of tokens (else a miss). A label ("source" =>
+  # "label") answers whatever model_version is asked for, as in the sidecar.
   def answer(name, raw, model_version)
     pred = JSON.parse(raw)
-    return nil if model_version && pred["model_version"] != model_version
+    return nil if model_version && pred["model_version"] != model_version && pred["source"] != "label"
 
     toks = tokenize(name)
     labels = Array(pred["breakdown"]).map { |h| h.values.first }
@@ -205,5 +258,5 @@ module MaskPredictor
     replies
   end
 
-  private_class_method :check_name!, :push, :answer, :wait_replies
+  private_class_method :check_name!, :check_label!, :push, :answer, :wait_replies
 end

@@ -22,6 +22,7 @@ require File.join(KIT, "mask_predictor")
 load File.join(KIT, "config/initializers/mask_predictor.rb")
 require File.join(KIT, "app/jobs/mask_prediction_result_job")
 require File.join(KIT, "app/jobs/mask_prediction_job")
+require File.join(KIT, "app/jobs/mask_label_job")
 require File.join(KIT, "app/services/mask_component_predictor_service")
 
 # A stand-in for the app's ActiveRecord model: records what the result job writes.
@@ -62,11 +63,61 @@ class MaskPredictorKitTest < Minitest::Test
       require "active_job"
     rescue LoadError
       refute defined?(MaskPredictionJob), "without ActiveJob the variant must not be defined"
+      refute defined?(MaskLabelJob), "without ActiveJob the variant must not be defined"
       skip "ActiveJob (Rails) is not installed: MaskPredictionJob is only defined under Rails; " \
            "the plain Sidekiq pieces are tested instead"
     end
     load File.join(KIT, "app/jobs/mask_prediction_job.rb")
     assert_equal MaskPredictor.config.queue, MaskPredictionJob.new.queue_name
+    load File.join(KIT, "app/jobs/mask_label_job.rb")
+    assert_equal MaskPredictor.config.queue, MaskLabelJob.new.queue_name
+  end
+
+  def test_label_payload_is_a_plain_sidekiq_job
+    MaskPredictor.config.queue = "kit_inspect"
+    jid = MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { Aura: :model }], labelled_by: "kit")
+    job = Sidekiq::Queue.new("kit_inspect").find_job(jid)
+    assert_equal "MaskLabelJob", job.klass
+    assert_equal ["3M Aura", [{ "3M" => "brand" }, { "Aura" => "model" }], "kit"], job.args
+    jid = MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { "Aura" => "model" }])
+    assert_equal ["3M Aura", [{ "3M" => "brand" }, { "Aura" => "model" }]], Sidekiq::Queue.new("kit_inspect").find_job(jid).args
+  ensure
+    Sidekiq::Queue.new("kit_inspect").clear
+    MaskPredictor.config.queue = "mask_predictions"
+  end
+
+  def test_label_is_stored_and_answers_for_the_name
+    name = "Zimi ZM9233 Kids"
+    breakdown = [{ "Zimi" => "brand" }, { "ZM9233" => "model" }, { "Kids" => "misc" }]
+    jid = MaskPredictor.label(name, breakdown, labelled_by: "kit-test")
+    pred = wait_until { (p = MaskPredictor.cached(name)) && p["source"] == "label" && p }
+    assert_equal "label", pred["model_version"]
+    assert_equal breakdown, pred["breakdown"]
+    assert_equal ["Kids"], pred["components"]["misc"]
+    assert_equal 1.0, pred["confidence"]
+    # A label answers whatever model version is asked for, and any spelling of the name.
+    refute_nil MaskPredictor.cached(name, model_version: "v0-other")
+    assert_equal ["ＺＩＭＩ"], MaskPredictor.cached("ＺＩＭＩ zm9233—kids")["components"]["brand"]
+    stored = JSON.parse(Sidekiq.redis { |r| r.call("HGET", "maskpredictor:labels", MaskPredictor.normalize(name)) })
+    assert_equal "kit-test", stored["labelled_by"]
+    assert_equal "sidekiq", stored["source"]
+    # No callback job for a label, and no retry or dead entry.
+    refute Sidekiq::Queue.new("default").any? { |j| j.args.first.is_a?(Hash) && j.args.first["jid"] == jid }
+    refute Sidekiq::RetrySet.new.find_job(jid)
+    refute Sidekiq::DeadSet.new.find_job(jid)
+    # predict_now of the labelled name answers with the label.
+    assert_equal "label", MaskPredictor.predict_now(name, use_cache: false, timeout: 10)["source"]
+  end
+
+  def test_invalid_label_is_refused_before_enqueueing
+    size = Sidekiq::Queue.new(MaskPredictor.config.queue).size
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label("3M Aura", [{ "3M" => "brand" }]) }
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { "Aurora" => "model" }]) }
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { "Aura" => "colour" }]) }
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label("3M Aura", { "3M" => "brand", "Aura" => "model" }) }
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label("3M Aura", [{ "3M" => "brand", "Aura" => "model" }]) }
+    assert_raises(MaskPredictor::InvalidLabel) { MaskPredictor.label(" - ", []) }
+    assert_equal size, Sidekiq::Queue.new(MaskPredictor.config.queue).size
   end
 
   def test_payload_is_a_plain_sidekiq_job
