@@ -55,6 +55,9 @@ func commands() map[string]command {
 		"serve":   {"the HTTP API: /predict, /predict_batch, /invoke, /health, /metrics, /admin/", runServe},
 		"enqueue": {"push prediction jobs as Rails does; --wait prints the predictions", runEnqueue},
 		"lambda":  {"the AWS Lambda function (provided.al2023; deploy/lambda/build.sh)", runLambda},
+		"labels":  {"the label store (Redis): export (a Rails export), import FILE, list", runLabels},
+		"review":  {"rank a list of names for labelling (most worth a label first)", runReview},
+		"retrain": {"train on the base data + stored labels; publish only if not worse on held-out labels", runRetrain},
 	}
 }
 
