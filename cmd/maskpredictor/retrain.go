@@ -121,20 +121,19 @@ func runRetrain(ctx context.Context, args []string, sys IO) error {
 	}
 	defer rdb.Close()
 
-	r := &retrainRun{ctx: ctx, sys: sys, f: f, fset: fset, rdb: rdb, base: base, baseDesc: baseDesc,
+	r := &retrainRun{sys: sys, f: f, fset: fset, rdb: rdb, base: base, baseDesc: baseDesc,
 		settings: model.Settings{C1: f.c1, C2: f.c2, MaxIterations: f.maxIter, PossibleTransitions: true, FeatureSet: f.features},
 		res:      labels.RetrainResult{DryRun: f.dryRun}}
-	err = r.run(st)
+	err = r.run(ctx, st)
 	if err != nil && r.res.Reason == "" { // failed before deciding
 		r.res.Reason = "error: " + err.Error()
 	}
-	r.save()
+	r.save(ctx)
 	return err
 }
 
 // retrainRun is one retrain: its inputs and the result it records.
 type retrainRun struct {
-	ctx      context.Context
 	sys      IO
 	f        retrainFlags
 	fset     predictor.FeatureSet
@@ -150,17 +149,17 @@ func (r *retrainRun) out() io.Writer { return r.sys.Stdout }
 // save records the outcome for the dashboard and /metrics. Failing to
 // record is a warning: the model was (or was not) published either way, and
 // the exit code says which.
-func (r *retrainRun) save() {
+func (r *retrainRun) save(ctx context.Context) {
 	r.res.At = time.Now().UTC()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := labels.SaveRetrain(ctx, r.rdb, r.res); err != nil {
 		fmt.Fprintf(r.sys.Stderr, "warning: %v\n", err)
 	}
 }
 
-func (r *retrainRun) run(st *labels.Store) error {
-	ctx, w := r.ctx, r.out()
+func (r *retrainRun) run(ctx context.Context, st *labels.Store) error {
+	w := r.out()
 	all, err := readLabels(ctx, r.sys, st)
 	if err != nil {
 		return err
@@ -179,7 +178,7 @@ func (r *retrainRun) run(st *labels.Store) error {
 		len(lds.Records), stats[1].Replaced, len(train.Records))
 	fmt.Fprintf(w, "recipe: features %s, c1=%g c2=%g, %d iterations max\n", r.f.features, r.f.c1, r.f.c2, r.f.maxIter)
 
-	cur, err := r.current()
+	cur, err := r.current(ctx)
 	if err != nil {
 		return err
 	}
@@ -206,7 +205,7 @@ func (r *retrainRun) run(st *labels.Store) error {
 		return nil
 	}
 
-	newRep, curRep, k, err := r.gate(train.Records, cmp, cur.crf)
+	newRep, curRep, k, err := r.gate(ctx, train.Records, cmp, cur.crf)
 	if err != nil {
 		return err
 	}
@@ -226,12 +225,12 @@ func (r *retrainRun) run(st *labels.Store) error {
 		accText(curRep.NameAccuracy, curRep.CorrectNames, curRep.Names))
 
 	if r.f.baseCV > 0 {
-		if err := r.baseCheck(cur.m); err != nil {
+		if err := r.baseCheck(ctx, cur.m); err != nil {
 			return err
 		}
 	}
 
-	m, data, err := r.final(train, lds, until, newRep, curRep)
+	m, data, err := r.final(ctx, train, lds, until, newRep, curRep)
 	if err != nil {
 		return err
 	}
@@ -346,9 +345,9 @@ type currentModel struct {
 // current reads the model at --publish as `model pull` would (and checks it
 // as a reload would); when there is none yet, the embedded default model,
 // which is what the services serve without a model at MODEL_URI.
-func (r *retrainRun) current() (currentModel, error) {
+func (r *retrainRun) current(ctx context.Context) (currentModel, error) {
 	w := r.out()
-	m, storeVersion, err := loadURI(r.ctx, r.sys, r.f.publish)
+	m, storeVersion, err := loadURI(ctx, r.sys, r.f.publish)
 	cur := currentModel{fromURI: true}
 	switch {
 	case errors.Is(err, modelstore.ErrNotFound):
@@ -382,7 +381,7 @@ var bigLimits = predictor.Limits{MaxChars: 1 << 20, MaxTokens: 1 << 20}
 
 // gate scores the new recipe on the compared labels out of fold and the
 // current model on the same labels. It returns both reports and K.
-func (r *retrainRun) gate(train []predictor.Record, cmp []predictor.Record, cur *predictor.CRF) (newRep, curRep predictor.Report, k int, err error) {
+func (r *retrainRun) gate(ctx context.Context, train []predictor.Record, cmp []predictor.Record, cur *predictor.CRF) (newRep, curRep predictor.Report, k int, err error) {
 	k = min(r.f.folds, len(cmp))
 	held := make([]map[string]bool, k)
 	for f := range held {
@@ -399,7 +398,7 @@ func (r *retrainRun) gate(train []predictor.Record, cmp []predictor.Record, cur 
 				recs = append(recs, rec)
 			}
 		}
-		m, err := model.Train(r.ctx, predictor.Examples(recs, r.fset), r.settings)
+		m, err := model.Train(ctx, predictor.Examples(recs, r.fset), r.settings)
 		if err != nil {
 			return newRep, curRep, k, fmt.Errorf("training gate fold %d: %w", fold, err)
 		}
@@ -431,9 +430,9 @@ func (r *retrainRun) gate(train []predictor.Record, cmp []predictor.Record, cur 
 // grouped by maker, beside the figures the current model records (train
 // --cv stores them): a recipe change that hurts names of unseen makers
 // shows here even when the labels cannot tell.
-func (r *retrainRun) baseCheck(cur *model.Model) error {
+func (r *retrainRun) baseCheck(ctx context.Context, cur *model.Model) error {
 	w := r.out()
-	rep, err := predictor.CrossValidateGrouped(r.ctx, r.base.Records, r.fset, r.settings, r.f.baseCV, predictor.GroupMaker)
+	rep, err := predictor.CrossValidateGrouped(ctx, r.base.Records, r.fset, r.settings, r.f.baseCV, predictor.GroupMaker)
 	if err != nil {
 		return fmt.Errorf("base data cross-validation: %w", err)
 	}
@@ -449,8 +448,8 @@ func (r *retrainRun) baseCheck(cur *model.Model) error {
 
 // final trains the new model on everything and returns it with its bytes,
 // checked as `model push` checks (a reload must accept it).
-func (r *retrainRun) final(train, lds *predictor.Dataset, until map[string]time.Time, newRep, curRep predictor.Report) (*model.Model, []byte, error) {
-	m, err := model.Train(r.ctx, predictor.Examples(train.Records, r.fset), r.settings)
+func (r *retrainRun) final(ctx context.Context, train, lds *predictor.Dataset, until map[string]time.Time, newRep, curRep predictor.Report) (*model.Model, []byte, error) {
+	m, err := model.Train(ctx, predictor.Examples(train.Records, r.fset), r.settings)
 	if err != nil {
 		return nil, nil, fmt.Errorf("training: %w", err)
 	}
