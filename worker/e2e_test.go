@@ -199,7 +199,7 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		AsynqRedis: rs.Client(),
 		Handler: HandlerConfig{Predictor: CRFPredictor(crf), CallbackClass: callbackClass,
 			// The recorded payloads' own classes, as an app configures WORKER_CLASSES.
-			Classes: []string{"MaskPredictionJob", "MaskNamePredictJob", "MaskNamePredictionJob"}},
+			Classes: []string{"MaskPredictionJob", "MaskNamePredictJob", "MaskNamePredictionJob", sidekiq.LabelClass}},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
@@ -218,6 +218,7 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 	// Recorded payloads of Sidekiq 6.4, 7.3 and 8, byte for byte.
 	fixtures, _ := filepath.Glob("sidekiq/testdata/payloads/*.json")
 	fixtureCallbacks := 0
+	labelled := map[string]bool{} // normalized names the MaskLabelJob fixtures label
 	for _, f := range fixtures {
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -231,13 +232,17 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		fixtureCallbacks += len(reqs)
+		if j.IsLabel() { // stored, no callback
+			labelled[predictor.Normalize(reqs[0].MaskName)] = true
+		} else {
+			fixtureCallbacks += len(reqs)
+		}
 		if err := rdb.LPush(ctx, "queue:mask_predictions", raw).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if fixtureCallbacks < 10 {
-		t.Fatalf("only %d fixture requests from %d files", fixtureCallbacks, len(fixtures))
+	if fixtureCallbacks < 10 || len(labelled) == 0 {
+		t.Fatalf("only %d fixture requests and %d labelled names from %d files", fixtureCallbacks, len(labelled), len(fixtures))
 	}
 
 	wantCallbacks := 990 + 30 + fixtureCallbacks
@@ -245,8 +250,9 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		cb := rdb.LLen(ctx, "queue:default").Val()
 		dead := rdb.ZCard(ctx, "dead").Val()
 		q := rdb.LLen(ctx, "queue:mask_predictions").Val()
-		return cb >= int64(wantCallbacks) && dead >= int64(len(poison)) && q == 0,
-			fmt.Sprintf("callbacks %d/%d, dead %d/%d, queue %d", cb, wantCallbacks, dead, len(poison), q)
+		nl := rdb.HLen(ctx, "maskpredictor:labels").Val()
+		return cb >= int64(wantCallbacks) && dead >= int64(len(poison)) && q == 0 && nl == int64(len(labelled)),
+			fmt.Sprintf("callbacks %d/%d, dead %d/%d, queue %d, labels %d/%d", cb, wantCallbacks, dead, len(poison), q, nl, len(labelled))
 	})
 	elapsed := time.Since(start)
 	t.Logf("%d jobs + %d recorded payloads pushed by Ruby in %v, all done after %v", len(spec), len(fixtures), pushTime, elapsed)
@@ -309,6 +315,14 @@ func TestEndToEndRubySidekiq(t *testing.T) {
 		var got predictor.Prediction
 		if err := got.UnmarshalJSON([]byte(raw)); err != nil {
 			t.Fatalf("%s: %v", k, err)
+		}
+		if norm := strings.TrimPrefix(k, "maskpredictor:prediction:"); labelled[norm] {
+			// A MaskLabelJob fixture's name: its label answers.
+			if got.Source != "label" {
+				t.Errorf("%s: labelled name's entry %s", k, raw)
+			}
+			entryLabels[norm] = got.Labels
+			continue
 		}
 		want, err := crf.Predict(got.MaskName)
 		if err != nil {
