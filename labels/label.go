@@ -26,6 +26,11 @@ import (
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
+// TimeFormat is labelled_at's layout: RFC 3339 in UTC with nine fraction
+// digits, so that two stamps compare as strings (the store's script keeps
+// the newer of two labels of one name by that comparison).
+const TimeFormat = "2006-01-02T15:04:05.000000000Z"
+
 // Key is the Redis hash of the labels.
 const Key = "maskpredictor:labels"
 
@@ -85,7 +90,7 @@ func (l Label) MarshalJSON() ([]byte, error) {
 		j.Breakdown[i] = map[string]string{e.Token: e.Label}
 	}
 	if !l.LabelledAt.IsZero() {
-		j.LabelledAt = l.LabelledAt.UTC().Format(time.RFC3339Nano)
+		j.LabelledAt = l.LabelledAt.UTC().Format(TimeFormat)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -83,14 +83,25 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 // Config returns the effective configuration.
 func (s *Store) Config() Config { return s.cfg }
 
-// putScript stores one label and rewrites its cache entry atomically, and
-// refuses a new field when the hash holds MaxLabels already.
+// putScript stores one label and rewrites its cache entry atomically. It
+// refuses a new field when the hash holds MaxLabels already (0), and keeps
+// a stored label whose labelled_at is newer than the new one's (2: a job
+// redelivered after a crash must not undo a later correction).
 // KEYS[1] hash, KEYS[2] cache key; ARGV[1] field, ARGV[2] label JSON,
-// ARGV[3] prediction JSON, ARGV[4] max labels (0: no bound).
+// ARGV[3] prediction JSON, ARGV[4] max labels (0: no bound), ARGV[5] the
+// new label's labelled_at (TimeFormat).
 var putScript = redis.NewScript(`
-local max = tonumber(ARGV[4])
-if max > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= max then
-  return 0
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then
+  local max = tonumber(ARGV[4])
+  if max > 0 and redis.call('HLEN', KEYS[1]) >= max then
+    return 0
+  end
+else
+  local ok, prev = pcall(cjson.decode, old)
+  if ok and type(prev) == 'table' and type(prev['labelled_at']) == 'string' and prev['labelled_at'] > ARGV[5] then
+    return 2
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
@@ -102,7 +113,9 @@ return 1
 // rewritten with the label's prediction, with no expiry (the label answers
 // until it is deleted). LabelledAt is stamped when zero. It returns the
 // stored label and the convention's warnings. Invalid labels wrap
-// ErrInvalid and store nothing.
+// ErrInvalid and store nothing. When the name already has a label with a
+// later labelled_at, that label stays and is returned (newest wins, so a
+// replayed old job cannot undo a later correction).
 func (s *Store) Put(ctx context.Context, l Label) (Label, []string, error) {
 	warnings, err := Validate(l, s.cfg.Limits)
 	if err != nil {
@@ -121,13 +134,20 @@ func (s *Store) Put(ctx context.Context, l Label) (Label, []string, error) {
 	}
 	norm := l.Normalized()
 	pred := l.Prediction().AppendJSON(nil)
-	ok, err := putScript.Run(ctx, s.rdb, []string{s.cfg.Key, s.cfg.CachePrefix + norm},
-		norm, b, pred, s.cfg.MaxLabels).Int()
+	res, err := putScript.Run(ctx, s.rdb, []string{s.cfg.Key, s.cfg.CachePrefix + norm},
+		norm, b, pred, s.cfg.MaxLabels, l.LabelledAt.Format(TimeFormat)).Int()
 	if err != nil {
 		return Label{}, nil, fmt.Errorf("storing label %q: %w", norm, err)
 	}
-	if ok == 0 {
+	switch res {
+	case 0:
 		return Label{}, nil, fmt.Errorf("storing label %q: %w (%d labels; delete some or raise LABELS_MAX)", norm, ErrFull, s.cfg.MaxLabels)
+	case 2:
+		newer, ok, err := s.Get(ctx, l.MaskName)
+		if err != nil || !ok {
+			return Label{}, nil, fmt.Errorf("reading the newer label of %q: %w", norm, err)
+		}
+		return newer, nil, nil
 	}
 	return l, warnings, nil
 }

@@ -64,7 +64,7 @@ func TestPutRewritesCache(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored["mask_name"] != "Flo Flo Pro" || stored["labelled_by"] != "ann" || stored["source"] != "api" || stored["labelled_at"] != "2026-12-07T06:00:00Z" {
+	if stored["mask_name"] != "Flo Flo Pro" || stored["labelled_by"] != "ann" || stored["source"] != "api" || stored["labelled_at"] != "2026-12-07T06:00:00.000000000Z" {
 		t.Fatalf("stored %s", raw)
 	}
 	entry, err := rdb.Get(ctx, cache.KeyPrefix+"flo flo pro").Result()
@@ -221,5 +221,31 @@ func TestListAndAll(t *testing.T) {
 	}
 	if len(seen) != 4 {
 		t.Fatalf("listed %v", seen)
+	}
+}
+
+// TestNewestWins: a label older than the stored one (a replayed job) does
+// not replace it; a newer one does.
+func TestNewestWins(t *testing.T) {
+	ctx := context.Background()
+	st, srv := newStore(t, labels.Config{})
+	t0 := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	put := func(at time.Time, label string) labels.Label {
+		t.Helper()
+		l, _, err := st.Put(ctx, labels.Label{MaskName: "Acme 100", Breakdown: bd("Acme", "brand", "100", label), LabelledAt: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	put(t0.Add(time.Second), "model")
+	if got := put(t0, "misc"); got.Breakdown[1].Label != "model" || !got.LabelledAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("older label replaced the newer: %+v", got)
+	}
+	if entry := srv.Client().Get(ctx, cache.KeyPrefix+"acme 100").Val(); !strings.Contains(entry, `{"100":"model"}`) {
+		t.Fatalf("cache entry %s", entry)
+	}
+	if got := put(t0.Add(time.Second+time.Nanosecond), "size"); got.Breakdown[1].Label != "size" {
+		t.Fatalf("newer label not stored: %+v", got)
 	}
 }

@@ -163,7 +163,11 @@ func runLabelsImport(ctx context.Context, args []string, sys IO) error {
 	var rf redisFlags
 	rf.register(fs)
 	by := fs.String("labelled-by", "", "labelled_by of the imported labels (default: \"import FILE-NAME\")")
-	maxLabels := fs.Int("max-labels", labels.DefaultMaxLabels, "the store's bound; give the serving processes' LABELS_MAX if it was raised")
+	defMax, err := envLabelsMax(sys)
+	if err != nil {
+		return err
+	}
+	maxLabels := fs.Int("max-labels", defMax, "the store's bound ($LABELS_MAX, as the serving processes read it)")
 	quiet := fs.Bool("quiet", false, "do not print the labelling convention's warnings")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -305,4 +309,14 @@ func oneLine(r rune) rune {
 		return ' '
 	}
 	return r
+}
+
+// envLabelsMax is LABELS_MAX, the label store's bound, which serve, worker,
+// run and labels import read alike.
+func envLabelsMax(sys IO) (int, error) {
+	n, err := envInt(sys, "LABELS_MAX", labels.DefaultMaxLabels)
+	if err == nil && n < 0 {
+		err = fmt.Errorf("%w: LABELS_MAX=%d must not be negative", errUsage, n)
+	}
+	return n, err
 }

@@ -53,6 +53,9 @@ type httpFlags struct {
 
 	adminUser, adminPassword, adminToken string
 	metricsToken                         string
+	// labelsMax bounds the label store ($LABELS_MAX; env only, as `run`
+	// registers the worker's flags beside these).
+	labelsMax int
 }
 
 func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
@@ -65,6 +68,8 @@ func (hf *httpFlags) register(fs *flag.FlagSet, sys IO) error {
 	cacheOn, e := envBool(sys, "HTTP_CACHE", true)
 	env(e)
 	readOnly, e := envBool(sys, "ADMIN_READ_ONLY", false)
+	env(e)
+	hf.labelsMax, e = envLabelsMax(sys)
 	env(e)
 	cacheTimeout, e := envDuration(sys, "CACHE_TIMEOUT", httpapi.DefaultCacheTimeout)
 	env(e)
@@ -324,7 +329,7 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 	// whether or not the dashboard that writes it is configured.
 	var labelStore *labels.Store
 	if rdb != nil {
-		if labelStore, err = labels.New(rdb, labels.Config{Limits: deps.limits}); err != nil {
+		if labelStore, err = labels.New(rdb, labels.Config{Limits: deps.limits, MaxLabels: hf.labelsMax}); err != nil {
 			hs.close()
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}

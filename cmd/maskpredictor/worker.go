@@ -21,6 +21,8 @@ import (
 // workerFlags are the settings of the job worker (`worker` and `run`).
 // Every flag has an environment variable; flags override it.
 type workerFlags struct {
+	// labelsMax bounds the label store ($LABELS_MAX, env only).
+	labelsMax       int
 	redis           redisFlags
 	model           modelFlags
 	limits          predictor.Limits
@@ -59,6 +61,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	idlePoll, e := envDuration(sys, "WORKER_IDLE_POLL_INTERVAL", 200*time.Millisecond)
 	env(e)
 	redisBackoff, e := envDuration(sys, "REDIS_MAX_BACKOFF", worker.DefaultRedisMaxBackoff)
+	env(e)
+	wf.labelsMax, e = envLabelsMax(sys)
 	env(e)
 	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
@@ -152,7 +156,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 	}
 	// MaskLabelJob jobs store their labels here: the same Redis and pool as
 	// the cache, whose entry for a labelled name the store rewrites.
-	ls, err := labels.New(rdb, labels.Config{Limits: wf.limits})
+	ls, err := labels.New(rdb, labels.Config{Limits: wf.limits, MaxLabels: wf.labelsMax})
 	if err != nil {
 		rdb.Close()
 		asynqR.Close()
