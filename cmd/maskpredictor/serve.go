@@ -347,7 +347,7 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 			ReadOnly: hf.adminReadOnly, Status: status, Metrics: hs.metrics, Recent: recent,
 			Redis: rdb, RedisOptions: deps.redisOpt, Queues: deps.queues, Logger: log,
 			MaxFailures: hf.maxFailures, ClientIPHeader: hf.clientIPHeader,
-			Labels: labelStore, CRF: currentCRF,
+			Labels: labelStore, CRF: currentCRF, Forget: engine.Forget,
 		})
 		if err != nil {
 			hs.close()

@@ -76,6 +76,11 @@ type Config struct {
 	// answers. The review queue and re-decoding predict with it on every
 	// request, so they follow a hot reload.
 	CRF func() *predictor.CRF
+	// Forget, when set, is told the normalized name of every label stored
+	// or deleted through the dashboard, so that the process's own
+	// in-memory answers (the HTTP engine's memo) follow at once instead of
+	// after their TTL.
+	Forget func(normalized string)
 	// ReviewMaxKeys caps the cache keys one review computation scans
 	// (default 5,000); ReviewBudget bounds its time (default 1 s).
 	ReviewMaxKeys int

@@ -198,6 +198,7 @@ func (h *Handler) apiLabels(w http.ResponseWriter, r *http.Request) {
 			h.storeFailed(w, "deleting the label", err)
 			return
 		}
+		h.forget(name)
 		writeJSONValue(w, http.StatusOK, map[string]bool{"deleted": found})
 	default: // GET, HEAD
 		h.listLabels(ctx, w, r, st)
@@ -240,6 +241,7 @@ func (h *Handler) putLabel(ctx context.Context, w http.ResponseWriter, r *http.R
 		h.storeFailed(w, "storing the label", err)
 		return
 	}
+	h.forget(stored.MaskName)
 	if warnings == nil {
 		warnings = []string{}
 	}
@@ -334,4 +336,13 @@ func (h *Handler) apiRedecode(w http.ResponseWriter, r *http.Request) {
 	}
 	p.NormalizedName = predictor.Normalize(p.MaskName)
 	writeJSONValue(w, http.StatusOK, map[string]*predictor.Prediction{"prediction": p})
+}
+
+// forget tells the process's in-memory answers that a name's label changed.
+func (h *Handler) forget(maskName string) {
+	if h.cfg.Forget != nil {
+		if norm := predictor.Normalize(maskName); norm != "" {
+			h.cfg.Forget(norm)
+		}
+	}
 }

@@ -523,3 +523,8 @@ func (e *Engine) BatchNamesInFlight() int64 {
 	}
 	return e.batches.inFlight()
 }
+
+// Forget drops the in-process answer for a normalized name, so the next
+// request reads Redis (where a label just stored answers). Other processes
+// see the label within their memo's TTL.
+func (e *Engine) Forget(normalized string) { e.memo.forget(normalized) }

@@ -46,6 +46,16 @@ func (m *memo) get(norm, version string, now time.Time) *predictor.Prediction {
 	return e.p
 }
 
+// forget drops the entry of norm (its label changed in this process).
+func (m *memo) forget(norm string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	delete(m.m, norm)
+	m.mu.Unlock()
+}
+
 // put remembers p (which must not be modified afterwards).
 func (m *memo) put(norm string, p *predictor.Prediction, now time.Time) {
 	if m == nil {
