@@ -185,3 +185,29 @@ func TestAnswerUsesCallerTokens(t *testing.T) {
 		t.Error("token count mismatch answered")
 	}
 }
+
+// TestFullWidthSpellingsShareAnEntry: "Honeywell（DF300）N95" and
+// "Honeywell (DF300) N95" share a key and tokenize alike, so the entry one
+// fills answers the other with its own tokens (issue 14).
+func TestFullWidthSpellingsShareAnEntry(t *testing.T) {
+	crf := newCRF(t)
+	for _, pair := range [][2]string{
+		{"Honeywell (DF300) N95", "Honeywell（DF300）N95"},
+		{"Honeywell（DF300）N95", "Honeywell (DF300) N95"},
+		{"3M-8210, N95", "3M－8210，N95"},
+	} {
+		filled, err := crf.Predict(pair[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := pair[1]
+		norm := predictor.Normalize(name)
+		if norm != predictor.Normalize(pair[0]) {
+			t.Fatalf("%q and %q do not share a key", pair[0], name)
+		}
+		got, ok := cache.Answer(filled, name, norm, predictor.Tokenize(name))
+		if !ok || !reflect.DeepEqual(got.Tokens, predictor.Tokenize(name)) || !reflect.DeepEqual(got.Labels, filled.Labels) {
+			t.Errorf("%q answered from %q: %+v %v", name, pair[0], got, ok)
+		}
+	}
+}

@@ -38,10 +38,22 @@ func (l Limits) WithDefaults() Limits {
 }
 
 // isSeparator is the reference tokenizer's character class
-// [\s\-—,\[\]()] with Python's Unicode \s. The en dash (U+2013) is not in it.
+// [\s\-—,\[\]()] with Python's Unicode \s, plus the compatibility forms
+// whose NFKC is one of those separators: full-width （）－，［］, the small
+// forms ﹙﹚﹣﹐﹘, the vertical forms ︵︶︐︱﹇﹈ and super/subscript
+// parentheses. Normalize (the cache key) applies NFKC before splitting, so
+// without them "Honeywell（DF300）N95" would be one token but share the key
+// of "Honeywell (DF300) N95", three tokens (issue 14). The reference data
+// has none of them, so CRFsuite parity is unchanged. The en dash (U+2013) is
+// not a separator.
 func isSeparator(r rune) bool {
 	switch r {
 	case '-', '\u2014', ',', '[', ']', '(', ')':
+		return true
+	case '\uFF08', '\uFF09', '\uFF0C', '\uFF0D', '\uFF3B', '\uFF3D', // full-width ( ) , - [ ]
+		'\uFE59', '\uFE5A', '\uFE50', '\uFE63', '\uFE58', // small ( ) , - —
+		'\uFE35', '\uFE36', '\uFE10', '\uFE31', '\uFE47', '\uFE48', // vertical ( ) , — [ ]
+		'\u207D', '\u207E', '\u208D', '\u208E': // super/subscript ( )
 		return true
 	}
 	return pyIsSpace(r)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestTokenize(t *testing.T) {
@@ -146,4 +148,40 @@ func FuzzTokenize(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCompatSeparators: every code point whose NFKC is a separator
+// separates, so a name and its NFKC form (which is what Normalize splits)
+// have the same tokens, one for one (issue 14: one key, one tokenization).
+func TestCompatSeparators(t *testing.T) {
+	for r := rune(0x80); r <= 0x10FFFF; r++ {
+		if r >= 0xD800 && r <= 0xDFFF || isSeparator(r) {
+			continue
+		}
+		s := norm.NFKC.String(string(r))
+		if s == string(r) {
+			continue
+		}
+		all := true
+		for _, c := range s {
+			all = all && isSeparator(c)
+		}
+		if all {
+			t.Errorf("U+%04X %q (NFKC %q) is not a separator", r, r, s)
+		}
+	}
+	for _, tc := range []struct{ name, ascii string }{
+		{"Honeywell（DF300）N95", "Honeywell (DF300) N95"},
+		{"3M－8210，N95", "3M-8210,N95"},
+		{"Moldex［2200］﹙N95﹚", "Moldex[2200](N95)"},
+		{"KN95︱FFP2﹘Kids", "KN95—FFP2—Kids"},
+	} {
+		got, want := Tokenize(tc.name), Tokenize(tc.ascii)
+		if len(got) != len(want) || Normalize(tc.name) != Normalize(tc.ascii) {
+			t.Errorf("%q → %q (key %q), %q → %q (key %q)", tc.name, got, Normalize(tc.name), tc.ascii, want, Normalize(tc.ascii))
+		}
+		if n := len(Tokenize(norm.NFKC.String(tc.name))); n != len(got) {
+			t.Errorf("%q: %d tokens, its NFKC form %d", tc.name, len(got), n)
+		}
+	}
 }
