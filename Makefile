@@ -23,21 +23,9 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time).
+# Every fuzz target of the module (found in the sources) for FUZZTIME each.
 fuzz:
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzLoadExport$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzLoadExports$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzLint$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzLintBreakdowns$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzWordFacts$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./predictor -run XXX -fuzz '^FuzzResolveSink$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./worker/sidekiq -run XXX -fuzz '^FuzzParseJob$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./model -run XXX -fuzz '^FuzzReadCRFsuite$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
-	$(GO) test ./model -run XXX -fuzz '^FuzzReadPickle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
-	$(GO) test ./model -run XXX -fuzz '^FuzzReadNative$$' -fuzztime $(FUZZTIME)
+	scripts/fuzz-all $(FUZZTIME)
 
 # Benchmarks pinned to one CPU, as BENCHMARKS.md reports them.
 bench:
