@@ -67,14 +67,10 @@ func (c *CRF) PredictFixed(name string, fixed map[int]string) (*Prediction, erro
 	}
 	logZ := tg.LogNorm()
 
-	state := make([]float64, T*L)
-	for t := 0; t < T; t++ {
-		for y := 0; y < L; y++ {
-			state[t*L+y] = tg.StateScore(t, y)
-		}
+	marg := make([]float64, T*L)
+	if err := tg.MarginalsConstrained(ids, marg); err != nil {
+		return nil, fmt.Errorf("marginals of %q with fixed labels: %w", name, err)
 	}
-	trans := c.m.TransWeights()
-	marg := constrainedMarginals(state, trans, ids, T, L)
 
 	names := c.m.Labels()
 	p := &Prediction{
@@ -112,78 +108,4 @@ func sortedPositions(fixed map[int]string) []int {
 	}
 	sort.Ints(ks)
 	return ks
-}
-
-// constrainedMarginals runs forward-backward in log space over the label
-// sequences that agree with fixed (fixed[t] < 0: free), returning
-// P(y_t = y | x, constraints), T×L position-major. The tagger's own
-// forward-backward has no constraints; names are short (T ≤ MaxTokens,
-// L = 9), so a plain log-space pass costs microseconds and cannot
-// underflow whatever the weights.
-func constrainedMarginals(state, trans []float64, fixed []int, T, L int) []float64 {
-	negInf := math.Inf(-1)
-	allowed := func(t, y int) bool { return fixed[t] < 0 || fixed[t] == y }
-	alpha := make([]float64, T*L)
-	beta := make([]float64, T*L)
-	buf := make([]float64, L)
-	for y := 0; y < L; y++ {
-		alpha[y] = negInf
-		if allowed(0, y) {
-			alpha[y] = state[y]
-		}
-	}
-	for t := 1; t < T; t++ {
-		for j := 0; j < L; j++ {
-			if !allowed(t, j) {
-				alpha[t*L+j] = negInf
-				continue
-			}
-			for i := 0; i < L; i++ {
-				buf[i] = alpha[(t-1)*L+i] + trans[i*L+j]
-			}
-			alpha[t*L+j] = lseConstrained(buf) + state[t*L+j]
-		}
-	}
-	for y := 0; y < L; y++ {
-		beta[(T-1)*L+y] = negInf
-		if allowed(T-1, y) {
-			beta[(T-1)*L+y] = 0
-		}
-	}
-	for t := T - 2; t >= 0; t-- {
-		for i := 0; i < L; i++ {
-			if !allowed(t, i) {
-				beta[t*L+i] = negInf
-				continue
-			}
-			for j := 0; j < L; j++ {
-				buf[j] = trans[i*L+j] + state[(t+1)*L+j] + beta[(t+1)*L+j]
-			}
-			beta[t*L+i] = lseConstrained(buf)
-		}
-	}
-	logZ := lseConstrained(alpha[(T-1)*L : T*L])
-	marg := make([]float64, T*L)
-	for k := range marg {
-		if v := alpha[k] + beta[k]; !math.IsInf(v, -1) {
-			marg[k] = math.Exp(v - logZ)
-		}
-	}
-	return marg
-}
-
-// lseConstrained is log Σ exp(v), −Inf when every v is −Inf.
-func lseConstrained(v []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range v {
-		m = max(m, x)
-	}
-	if math.IsInf(m, -1) {
-		return m
-	}
-	s := 0.0
-	for _, x := range v {
-		s += math.Exp(x - m)
-	}
-	return m + math.Log(s)
 }
