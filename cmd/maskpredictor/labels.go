@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,6 +78,26 @@ func readLabels(ctx context.Context, sys IO, st *labels.Store) ([]labels.Label, 
 	return all, nil
 }
 
+// readAllLabels is what export and list share: the Redis flags beside the
+// command's own (already on fs), no positional arguments, then every label.
+func readAllLabels(ctx context.Context, fs *flag.FlagSet, args []string, sys IO) ([]labels.Label, error) {
+	var rf redisFlags
+	rf.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q (%s)", errUsage, pos, labelsUsage)
+	}
+	st, rdb, err := openLabels(sys, &rf, labels.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	return readLabels(ctx, sys, st)
+}
+
 // labelRecords turns labels into Rails export records (sorted as given).
 func labelRecords(all []labels.Label) []predictor.ExportRecord {
 	recs := make([]predictor.ExportRecord, len(all))
@@ -91,22 +112,8 @@ func labelRecords(all []labels.Label) []predictor.ExportRecord {
 // byte-identical and the file is ready for `train --data` / `eval --data`.
 func runLabelsExport(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("labels export", sys)
-	var rf redisFlags
-	rf.register(fs)
 	out := fs.String("out", "", "write the export to FILE (atomically) instead of stdout")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q (%s)", errUsage, pos, labelsUsage)
-	}
-	st, rdb, err := openLabels(sys, &rf, labels.Config{})
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	all, err := readLabels(ctx, sys, st)
+	all, err := readAllLabels(ctx, fs, args, sys)
 	if err != nil {
 		return err
 	}
@@ -232,22 +239,8 @@ func runLabelsImport(ctx context.Context, args []string, sys IO) error {
 // normalized name; --json prints one JSON object per line (the stored shape).
 func runLabelsList(ctx context.Context, args []string, sys IO) error {
 	fs := newFlagSet("labels list", sys)
-	var rf redisFlags
-	rf.register(fs)
 	asJSON := fs.Bool("json", false, "one JSON object per line: mask_name, breakdown, labelled_at, labelled_by, source")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q (%s)", errUsage, pos, labelsUsage)
-	}
-	st, rdb, err := openLabels(sys, &rf, labels.Config{})
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	all, err := readLabels(ctx, sys, st)
+	all, err := readAllLabels(ctx, fs, args, sys)
 	if err != nil {
 		return err
 	}
