@@ -8,5 +8,8 @@
 #   MaskPredictor.cached("3M Aura 9205+ N95")                     # => prediction Hash or nil (one GET)
 #   MaskPredictor.predict_now("3M Aura 9205+ N95", timeout: 5)    # sync: waits for the sidecar's reply
 #   MaskPredictor.label("3M Aura", [{ "3M" => "brand" }, { "Aura" => "model" }], labelled_by: "me")
+#
+# An ActiveJob result job needs CALLBACK_CLASS=MaskPredictor::ActiveJobRelay (mask_predictor/active_job_relay.rb).
 require_relative "mask_predictor/normalize"
 require_relative "mask_predictor/client"
+require_relative "mask_predictor/active_job_relay"
