@@ -9,6 +9,10 @@
 #                     "model_version" => "v2-…", "fallback" => false, ...}}
 #
 # A plain Sidekiq job, so it runs with or without ActiveJob. Adapt #store to your schema.
+# Do not turn it into an ActiveJob class: the sidecar pushes a plain Sidekiq job, which a
+# Sidekiq server cannot run as one ("undefined method `jid='"). For an ActiveJob result job use
+# deploy/rails/variants/active_job/mask_prediction_result_job.rb with
+# CALLBACK_CLASS=MaskPredictor::ActiveJobRelay (the kit's README, "ActiveJob apps").
 class MaskPredictionResultJob
   include(defined?(Sidekiq::Job) ? Sidekiq::Job : Sidekiq::Worker)
   sidekiq_options queue: "default"
