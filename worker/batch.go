@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -16,40 +15,32 @@ import (
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
 
-// processBatch handles a task carrying several Sidekiq jobs
-// (sidekiq.BatchTaskType): one cache lookup and one write-back for all of
+// run handles the Sidekiq jobs of one task (one, or a batch of them from
+// sidekiq.BatchTaskType): one cache lookup and one write-back for all of
 // them, and otherwise every job as if it had come alone: its own done
-// marker, callback and reply, log line and Busy-page entry.
+// marker, callback and reply, log line, Busy-page entry and outcome.
 //
-// Whatever cannot be finished here is handed to asynq as single-job tasks
-// (HandlerConfig.Split, under the jobs' delivery ids, so a batch that runs
-// again cannot hand a job over twice), where the single-job path takes over:
-//   - a job that can never succeed, which its own task then sends to the
-//     dead set, exactly once;
-//   - on a transient failure (Redis) or when the task's deadline passes,
-//     the jobs not yet written, which then retry with Sidekiq's backoff and
-//     their own retry setting; a job whose setting allows no retry ends here
-//     instead (dead set, or nothing for "retry": false), as in Sidekiq.
+// What cannot be finished ends as it would in a Ruby Sidekiq server, each job
+// on its own (settle, one round trip for all of them): a job that can never
+// succeed goes to the dead set; on a transient failure (Redis unreachable for
+// longer than RedisRetryFor) or when the work runs into the task's deadline,
+// the jobs not yet written go to Sidekiq's retry set with its backoff, or,
+// out of retries, to the dead set (nowhere for "retry": false). The task then
+// completes. Only if that write fails too (Redis still away) is the task
+// retried by asynq whole; jobs already written find their done markers, and
+// jobs already recorded as failed their markers too. On shutdown, asynq
+// requeues the task as it is.
 //
-// Only if the hand-over fails too (Redis still unreachable) is the batch
-// retried whole; jobs already written then find their done markers. On
-// shutdown, asynq requeues the batch as it is.
-func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
-	raws, err := sidekiq.DecodeBatch(t.Payload())
-	if err != nil {
-		// Only the bridge makes these; a bad one stays in asynq's archive,
-		// where asynqmon shows it, rather than being retried for nothing.
-		id, _ := asynq.GetTaskID(ctx)
-		h.log.Error("batch task cannot be decoded; archived", zap.String("task_id", id), zap.Error(err))
-		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
-	}
+// single says the task is a sidekiq.TaskType task, whose Busy-page entry and
+// stat:processed count the Server's middleware keeps.
+func (h *Handler) run(ctx context.Context, raws [][]byte, single bool) error {
 	queue, _ := asynq.GetQueueName(ctx)
 	start := time.Now()
 	infos := make([]*jobInfo, len(raws))
 	ends := make([]func(), len(raws))
 	for i, raw := range raws {
 		infos[i] = &jobInfo{queue: queue}
-		if h.cfg.Tracker != nil {
+		if h.cfg.Tracker != nil && !single {
 			ends[i] = h.cfg.Tracker.Begin(raw)
 		}
 	}
@@ -61,10 +52,14 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		}
 	}()
 
-	poison := make([]error, len(raws)) // the reason a job can never succeed
+	parsed := make([]*sidekiq.Job, len(raws)) // nil: not a job we could read
+	poison := make([]error, len(raws))        // the reason a job can never succeed
 	var jobs []*pjob
 	for i, raw := range raws {
 		j, err := h.prepare(raw, infos[i])
+		if j != nil {
+			parsed[i] = j.job
+		}
 		if err != nil {
 			poison[i] = err
 			continue
@@ -73,8 +68,8 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		jobs = append(jobs, j)
 	}
 	// The work stops a little before the task's deadline, so that what is
-	// unfinished can still be handed over while asynq waits for this handler
-	// (past the deadline, asynq retries the whole batch at once).
+	// unfinished can still be recorded while asynq waits for this handler
+	// (past the deadline, asynq retries the whole task at once).
 	wctx := ctx
 	if dl, ok := ctx.Deadline(); ok {
 		margin := min(5*time.Second, time.Until(dl)/4)
@@ -82,54 +77,7 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
 		defer cancel()
 	}
-	var failure error
-	// Labels first, one by one (each is its own atomic write): the batch's
-	// predictions then answer a name labelled in the same batch with its label,
-	// as they would had the label job run before them. A transient failure
-	// stops the batch; what is not written is handed over below.
-	var preds []*pjob
-	for _, j := range jobs {
-		if j.label == nil {
-			preds = append(preds, j)
-			continue
-		}
-		if failure != nil {
-			continue
-		}
-		if err := h.storeLabel(wctx, j); err != nil {
-			if isPoison(err) {
-				poison[j.index] = err
-				j.ok = true // not to be written; handed over below
-			} else {
-				failure = err
-			}
-		}
-	}
-	if len(preds) > 0 && failure == nil {
-		pr := h.pin()
-		failure = h.retry(wctx, func() error { return h.lookup(wctx, pr, preds) })
-		if failure == nil {
-			var puts []cache.Entry
-			fresh := map[string]*predictor.Prediction{}
-			live := preds[:0:0]
-			for _, j := range preds {
-				p, err := h.predict(pr, j, fresh)
-				if err != nil {
-					poison[j.index] = err
-					j.ok = true // not to be written; handed over below
-					continue
-				}
-				puts = append(puts, p...)
-				live = append(live, j)
-			}
-			failure = h.write(wctx, live, puts)
-			for _, j := range live {
-				if j.fail != nil { // this job's alone: its neighbours are written
-					poison[j.index] = j.fail
-				}
-			}
-		}
-	}
+	failure := h.work(wctx, jobs, poison)
 	if queue == "" && len(jobs) > 0 {
 		queue = jobs[0].job.Queue
 	}
@@ -144,118 +92,178 @@ func (h *Handler) processBatch(ctx context.Context, t *asynq.Task) error {
 			left[j.index] = true
 		}
 	}
-	result := h.handOver(ctx, queue, raws, infos, left, poison, failure)
+	result := h.settle(ctx, queue, raws, parsed, infos, left, poison, failure)
 
 	d := time.Since(start)
-	for _, info := range infos {
+	metrics := sidekiq.NewMetrics()
+	for i, info := range infos {
 		if info.outcome == "" {
-			info.outcome = "ok"
+			info.outcome = outcomeOK
 		}
 		var jerr error
-		if info.outcome != "ok" {
+		if info.outcome != outcomeOK {
 			jerr = info.err
 		}
 		writeJobLine(h.log, info, d, jerr)
 		switch info.outcome {
-		case "split", "interrupted", "retry": // counted when they run again
-		default:
-			if h.cfg.Tracker != nil {
-				h.cfg.Tracker.RecordResult(info.outcome != "ok")
-			}
+		case outcomeInterrupted, outcomeRetry: // counted when they run again
+			continue
+		}
+		// Executions count in stat:processed (failures in stat:failed where
+		// they were recorded) and on the Metrics tab, each job with its share
+		// of the task's time.
+		if h.cfg.Tracker != nil && !single {
+			h.cfg.Tracker.RecordResult(false)
+		}
+		metrics.Add(parsed[i], d/time.Duration(len(raws)), info.outcome != outcomeOK)
+	}
+	if ctx.Err() == nil {
+		if err := h.cfg.Sidekiq.RecordMetrics(ctx, metrics); err != nil {
+			h.log.Debug("could not record the Metrics tab's execution counts", zap.Error(err))
 		}
 	}
 	return result
 }
 
-// handOver deals with the jobs of a batch marked in left (see
-// processBatch) and returns the batch task's result. ctx is the task's own
-// context; failure is what stopped the work, if anything.
-func (h *Handler) handOver(ctx context.Context, queue string, raws [][]byte, infos []*jobInfo, left []bool, poison []error, failure error) error {
-	if !slices.Contains(left, true) {
-		return nil
+// work stores the labels and predicts and writes back the predictions of
+// jobs. A job it could not finish for a reason of its own gets it in
+// poison (and ok, to be left out of the write); the error it returns is what
+// stopped the others (transient).
+func (h *Handler) work(ctx context.Context, jobs []*pjob, poison []error) error {
+	var failure error
+	// Labels first, one by one (each is its own atomic write): the task's
+	// predictions then answer a name labelled in the same batch with its label,
+	// as they would had the label job run before them. A transient failure
+	// stops the task; what is not written fails below.
+	var preds []*pjob
+	for _, j := range jobs {
+		if j.label == nil {
+			preds = append(preds, j)
+			continue
+		}
+		if failure != nil {
+			continue
+		}
+		if err := h.storeLabel(ctx, j); err != nil {
+			if isPoison(err) {
+				poison[j.index] = err
+				j.ok = true // not to be written
+			} else {
+				failure = err
+			}
+		}
 	}
+	if len(preds) == 0 || failure != nil {
+		return failure
+	}
+	// One model for the whole task, even if a hot reload swaps it meanwhile:
+	// the cache check and every prediction use the same one.
+	pr := h.pin()
+	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, preds) }); err != nil {
+		return err
+	}
+	var puts []cache.Entry
+	fresh := map[string]*predictor.Prediction{}
+	live := preds[:0:0]
+	for _, j := range preds {
+		// A duplicate delivery is predicted again (cheap) and recognised by the
+		// write-back script, which writes no second callback or reply.
+		p, err := h.predict(pr, j, fresh)
+		if err != nil {
+			poison[j.index] = err
+			j.ok = true // not to be written
+			continue
+		}
+		puts = append(puts, p...)
+		live = append(live, j)
+	}
+	failure = h.write(ctx, live, puts)
+	for _, j := range live {
+		if j.fail != nil { // this job's alone: its neighbours are written
+			poison[j.index] = j.fail
+		}
+	}
+	return failure
+}
+
+// settle ends the jobs marked in left (see run) and returns the task's
+// result. ctx is the task's own context; failure is what stopped the work,
+// if anything.
+func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parsed []*sidekiq.Job, infos []*jobInfo,
+	left []bool, poison []error, failure error) error {
+	var idx []int
 	for i, l := range left {
 		if l {
+			idx = append(idx, i)
 			infos[i].err = cmp.Or(poison[i], failure)
 		}
 	}
-	switch {
-	case ctx.Err() != nil:
+	if len(idx) == 0 {
+		return nil
+	}
+	if ctx.Err() != nil {
 		// Shutdown, or asynq's own deadline: asynq requeues or retries the
-		// batch whole, whatever this returns.
-		setLeftOutcome(infos, left, "interrupted")
+		// task whole, whatever this returns.
+		for _, i := range idx {
+			infos[i].outcome = outcomeInterrupted
+		}
 		return cmp.Or(failure, ctx.Err())
-	case h.cfg.Split == nil:
-		// No single-job tasks to hand over to: bury poison jobs here, retry
-		// the rest with the batch.
-		for i, l := range left {
-			if l && poison[i] != nil {
-				left[i] = false
-				if err := h.bury(ctx, raws[i], infos[i], poison[i]); err != nil {
-					left[i], infos[i].err = true, err
-					failure = cmp.Or(failure, err)
-				}
-			}
-		}
-		setLeftOutcome(infos, left, "retry")
-		return failure
 	}
-	// Jobs whose own retry setting allows no retry end with this failure, as
-	// in Sidekiq, but only once the others are handed over: if that fails,
-	// the batch runs again whole and so do they.
-	var hand [][]byte
-	var ending []int          // indexes of jobs that may not retry
-	discard := map[int]bool{} // of those, the ones that leave no dead-set entry
-	for i, l := range left {
-		if !l {
-			continue
+	fs := make([]sidekiq.Failure, len(idx))
+	for k, i := range idx {
+		jid := ""
+		if parsed[i] != nil {
+			jid = parsed[i].JID
 		}
-		if poison[i] == nil {
-			if limit, d := sidekiq.RetryPolicy(raws[i]); limit == 0 {
-				ending, discard[i] = append(ending, i), d
-				continue
-			}
+		f := sidekiq.Failure{Raw: raws[i], Job: parsed[i], Queue: queue, Marker: sidekiq.MarkerKey(jid, raws[i])}
+		if err := poison[i]; err != nil {
+			h.poison.Add(1)
+			f.Poison, f.ErrorClass, f.ErrorMessage = true, sidekiq.ErrorClass(err), err.Error()
+		} else {
+			f.ErrorClass, f.ErrorMessage = ErrorClassTransient, failure.Error()
 		}
-		hand = append(hand, raws[i])
+		fs[k] = f
 	}
-	splitFailed := func(err error) error {
-		err = fmt.Errorf("%w (and handing the batch's jobs over as single tasks failed: %w)", cmp.Or(failure, errBatchPoison), err)
-		setLeftOutcome(infos, left, "retry")
-		for i, l := range left {
-			if l {
-				infos[i].err = err
-			}
+	var res []sidekiq.FailResult
+	err := h.retry(ctx, func() error {
+		var err error
+		res, err = h.cfg.Sidekiq.Fail(ctx, fs, sidekiq.FailOptions{Delay: h.cfg.RetryDelay, MarkerTTL: h.cfg.DoneTTL})
+		return err
+	})
+	if err != nil {
+		err = fmt.Errorf("recording %d failed jobs in Sidekiq's retry or dead set: %w (first failure: %w)",
+			len(idx), err, cmp.Or(failure, poison[idx[0]]))
+		for _, i := range idx {
+			infos[i].outcome, infos[i].err = outcomeRetry, err
 		}
 		return err
 	}
-	if len(hand) > 0 {
-		if err := h.cfg.Split(ctx, queue, hand); err != nil {
-			return splitFailed(err)
-		}
-	}
-	setLeftOutcome(infos, left, "split")
-	for _, i := range ending {
-		if !h.exhaust(ctx, raws[i], infos[i], failure, 0, discard[i]) {
-			// The dead-set write failed: let its own task fail and end it.
-			if err := h.cfg.Split(ctx, queue, [][]byte{raws[i]}); err != nil {
-				clear(left)
-				left[i] = true
-				return splitFailed(err)
+	for k, i := range idx {
+		info, r := infos[i], res[k]
+		info.retryCount = r.RetryCount
+		switch r.Fate {
+		case sidekiq.FateRetry:
+			h.retrying.Add(1)
+			info.outcome, info.retryAt = outcomeRetrying, r.At
+		case sidekiq.FateDead:
+			h.dead.Add(1)
+			info.outcome = outcomeDead
+			if !errors.Is(poison[i], errBadReplyKey) { // that key is the one thing not to write to
+				h.replyError(ctx, parsed[i], info, fs[k].ErrorClass+": "+fs[k].ErrorMessage)
 			}
-			infos[i].outcome = "split"
+		case sidekiq.FateDiscarded:
+			// No dead-set entry, as in Sidekiq, but never without a trace: the
+			// log line (outcome "discarded", at error level), the counter, and the
+			// reply to a waiting caller.
+			h.discarded.Add(1)
+			info.outcome = outcomeDiscarded
+			h.replyError(ctx, parsed[i], info, fmt.Sprintf("discarded (retry: false): failed %d times, last: %s",
+				r.RetryCount+1, fs[k].ErrorMessage))
+		default:
+			// The delivery had ended already: another run of it wrote it back or
+			// recorded its failure.
+			info.outcome, info.duplicate = outcomeDuplicate, true
 		}
 	}
 	return nil
-}
-
-// errBatchPoison is the batch's error when only poison jobs could not be
-// handed over.
-var errBatchPoison = errors.New("poison jobs of the batch not yet in the dead set")
-
-func setLeftOutcome(infos []*jobInfo, left []bool, outcome string) {
-	for i, l := range left {
-		if l {
-			infos[i].outcome = outcome
-		}
-	}
 }

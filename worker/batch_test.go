@@ -134,8 +134,9 @@ func TestHandlerBatchEqualsSingleJobs(t *testing.T) {
 		t.Fatalf("batch: %v", err)
 	}
 	got := takeSnapshot(t, batch.rdb)
-	if len(want.cache) != 5 || len(want.callbacks) != 6 || len(want.replies) != 2 || len(want.dead) != 1 || want.markers != 5 {
-		t.Fatalf("single-job runs left %d cache entries, %d callbacks, %d replies, %d dead, %d markers; the test expects 5, 6, 2, 1, 5",
+	if len(want.cache) != 5 || len(want.callbacks) != 6 || len(want.replies) != 2 || len(want.dead) != 1 || want.markers != 6 {
+		// Six markers: five write-backs, and the poison job's dead-set entry.
+		t.Fatalf("single-job runs left %d cache entries, %d callbacks, %d replies, %d dead, %d markers; the test expects 5, 6, 2, 1, 6",
 			len(want.cache), len(want.callbacks), len(want.replies), len(want.dead), want.markers)
 	}
 	switch {
@@ -151,10 +152,15 @@ func TestHandlerBatchEqualsSingleJobs(t *testing.T) {
 		t.Errorf("%d done markers, single jobs left %d", got.markers, want.markers)
 	}
 
-	if tr.begun != 6 || tr.ended != 6 || tr.processed != 6 || tr.fails != 1 {
-		t.Errorf("tracker %+v, want 6 jobs begun and ended, 6 processed, 1 failed", tr)
+	if tr.begun != 6 || tr.ended != 6 || tr.processed != 6 || tr.fails != 0 {
+		t.Errorf("tracker %+v, want 6 jobs begun and ended, 6 processed (failures are counted with their entry)", tr)
 	}
-	lines := logs.FilterMessage("job").All()
+	for _, env := range []*handlerEnv{single, batch} {
+		if n := env.rdb.Get(ctx, "stat:failed").Val(); n != "1" {
+			t.Errorf("stat:failed = %q, want 1 (the poison job)", n)
+		}
+	}
+	lines := logs.FilterMessage("job").All()[1:] // the first is dup's own run, alone
 	var seen []string
 	for _, l := range lines {
 		f := l.ContextMap()
@@ -186,7 +192,7 @@ func (failWriteBack) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if n := cmd.Name(); n == "evalsha" || n == "eval" {
 			for _, a := range cmd.Args() {
-				if s, ok := a.(string); ok && strings.HasPrefix(s, "maskpredictor:done:") {
+				if s, ok := a.(string); ok && s == "queues" { // the write-back script's KEYS[2]
 					err := errorReply("ERR injected failure of the write-back")
 					cmd.SetErr(err)
 					return err
@@ -200,61 +206,118 @@ func (failWriteBack) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
-// A batch whose write-back fails hands its jobs, the poison ones too, to
-// asynq one by one (Split) and ends without error. If the split fails too,
-// the batch is retried whole.
-func TestHandlerBatchSplitsOnTransientFailure(t *testing.T) {
+// failRecord makes the script that records failures (sidekiq.Client.Fail)
+// fail too: Redis refusing every write.
+type failRecord struct{ failWriteBack }
+
+func (failRecord) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			for _, a := range cmd.Args() {
+				if s, ok := a.(string); ok && (s == "queues" || s == "retry") {
+					err := errorReply("ERR injected failure of the write")
+					cmd.SetErr(err)
+					return err
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// retryEntries reads Sidekiq's retry set: jid → entry, and the scores.
+func retryEntries(t *testing.T, rdb *redis.Client) (map[string]map[string]any, map[string]float64) {
+	t.Helper()
+	entries, scores := map[string]map[string]any{}, map[string]float64{}
+	for _, z := range rdb.ZRangeWithScores(context.Background(), "retry", 0, -1).Val() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(z.Member.(string)), &m); err != nil {
+			t.Fatal(err)
+		}
+		jid := fmt.Sprint(m["jid"])
+		if _, dup := entries[jid]; dup {
+			t.Errorf("two retry entries for %s", jid)
+		}
+		entries[jid], scores[jid] = m, z.Score
+	}
+	return entries, scores
+}
+
+// A batch whose write-back fails puts each of its jobs where a Ruby Sidekiq
+// server would: the jobs that may retry into Sidekiq's retry set (retry_count,
+// error fields, failed_at, Sidekiq's backoff), the poison one into the dead
+// set; and completes. Running it again (a crash after the entries were
+// written, before the task completed) writes no second entry. If the entries
+// cannot be written either, the task fails for asynq to retry it whole.
+func TestHandlerBatchTransientFailureGoesToRetrySet(t *testing.T) {
 	ctx := context.Background()
 	raws := batchJobs()
-	var splitQueue string
-	var split [][]byte
-	var splitErr error
 	tr := &tracker{}
 	core, logs := observer.New(zap.InfoLevel)
 	e := newHandlerEnv(t, func(c *HandlerConfig) {
 		c.Tracker = tr
 		c.Logger = zap.New(core)
-		c.Split = func(_ context.Context, q string, r [][]byte) error {
-			splitQueue, split = q, r
-			return splitErr
-		}
 	})
 	if err := e.run(raws[5]); err != nil { // b6 is done before the batch
 		t.Fatal(err)
 	}
 	e.rdb.AddHook(failWriteBack{})
-	qctx := ctx // outside asynq there is no queue name: the jobs' own is used
-	if err := e.runBatch(qctx, raws); err != nil {
-		t.Fatalf("batch with a failing write-back: %v, want nil after the split", err)
+	before := float64(time.Now().UnixNano()) / 1e9
+	if err := e.runBatch(ctx, raws); err != nil {
+		t.Fatalf("batch with a failing write-back: %v, want nil once its jobs are in the retry set", err)
 	}
-	// The poison job too (its own task sends it to the dead set, once), and
-	// b6, whose write-back happened before: whether it did is checked only
-	// as part of the write, which failed; its own task will find its marker.
-	want := raws
-	if splitQueue != "mask_predictions" || !slices.EqualFunc(split, want, func(a, b []byte) bool { return string(a) == string(b) }) {
-		t.Errorf("split into %s: %q, want b1–b6", splitQueue, split)
+	entries, scores := retryEntries(t, e.rdb)
+	if len(entries) != 4 {
+		t.Fatalf("retry set %v, want b1, b2, b3, b5", entries)
 	}
-	if n := e.rdb.ZCard(ctx, "dead").Val(); n != 0 {
-		t.Errorf("the batch wrote %d dead-set entries itself", n)
+	for _, jid := range []string{"b1", "b2", "b3", "b5"} {
+		m := entries[jid]
+		if m == nil || m["retry_count"] != float64(0) || m["error_class"] != ErrorClassTransient || m["failed_at"] == nil ||
+			!strings.Contains(fmt.Sprint(m["error_message"]), "injected failure") || m["queue"] != "mask_predictions" {
+			t.Errorf("%s: retry entry %v", jid, m)
+		}
+		if d := scores[jid] - before; d < 15 || d > 25 {
+			t.Errorf("%s: due in %.1f s, want Sidekiq's first delay, 15–24 s", jid, d)
+		}
+	}
+	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
+	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"b4"`) || !strings.Contains(dead[0], ErrorClassInvalid) {
+		t.Errorf("dead set %v, want the poison b4", dead)
 	}
 	if n := e.rdb.LLen(ctx, "queue:default").Val(); n != 1 { // b6's, from before
 		t.Errorf("%d callbacks, want only the one from before the batch", n)
 	}
 	var outcomes []string
-	for _, l := range logs.FilterMessage("job").All() { // the single run before has no middleware, no line
-		outcomes = append(outcomes, l.ContextMap()["outcome"].(string))
+	for _, l := range logs.FilterMessage("job").All()[1:] { // the first line is b6's single run
+		outcomes = append(outcomes, l.ContextMap()["jid"].(string)+"="+l.ContextMap()["outcome"].(string))
 	}
-	if !slices.Equal(outcomes, []string{"split", "split", "split", "split", "split", "split"}) {
-		t.Errorf("outcomes %v", outcomes)
+	if want := []string{"b1=retrying", "b2=retrying", "b3=retrying", "b4=dead", "b5=retrying", "b6=duplicate"}; !slices.Equal(outcomes, want) {
+		t.Errorf("outcomes %v, want %v", outcomes, want)
 	}
-	if tr.processed != 0 || tr.fails != 0 {
-		t.Errorf("tracker %+v: split jobs must be counted by their own tasks only", tr)
+	if tr.processed != 6 || tr.fails != 0 || e.rdb.Get(ctx, "stat:failed").Val() != "5" {
+		t.Errorf("tracker %+v, stat:failed %s: want 6 processed, 5 failed counted with their entries", tr, e.rdb.Get(ctx, "stat:failed").Val())
+	}
+	if st := e.h.Stats(); st.Retrying != 4 || st.Dead != 1 || st.Poison != 1 {
+		t.Errorf("stats %+v", st)
 	}
 
-	splitErr = errors.New("asynq unreachable")
-	err := e.runBatch(qctx, raws)
-	if err == nil || errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "handing the batch's jobs over as single tasks failed") {
-		t.Errorf("batch whose split fails: %v, want an error asynq retries", err)
+	// The same task again: every job's delivery has ended (marker), nothing new.
+	if err := e.runBatch(ctx, raws); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := retryEntries(t, e.rdb); len(again) != 4 || e.rdb.ZCard(ctx, "dead").Val() != 1 || e.rdb.Get(ctx, "stat:failed").Val() != "5" {
+		t.Errorf("after the same task ran again: %d retry entries, %d dead, stat:failed %s; want 4, 1, 5",
+			len(again), e.rdb.ZCard(ctx, "dead").Val(), e.rdb.Get(ctx, "stat:failed").Val())
+	}
+
+	e2 := newHandlerEnv(t, nil)
+	e2.rdb.AddHook(failRecord{})
+	err := e2.runBatch(ctx, raws)
+	if err == nil || errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "retry or dead set") {
+		t.Errorf("batch whose failures cannot be recorded: %v, want an error asynq retries", err)
+	}
+	if n := e2.rdb.ZCard(ctx, "retry").Val() + e2.rdb.ZCard(ctx, "dead").Val(); n != 0 {
+		t.Errorf("%d entries although nothing could be written", n)
 	}
 }
 
@@ -331,14 +394,11 @@ func BenchmarkHandlerBatch(b *testing.B) {
 }
 
 // A job whose retry setting allows no retry ends with the batch's failure,
-// as it would alone: "retry": 0 in the dead set, "retry": false nowhere;
-// it is not handed over for a second attempt.
+// as it would alone and in Sidekiq: "retry": 0 in the dead set (retry_count
+// 0), "retry": false nowhere; the others wait in the retry set.
 func TestHandlerBatchFailureEndsNoRetryJobs(t *testing.T) {
 	ctx := context.Background()
-	var split [][]byte
-	e := newHandlerEnv(t, func(c *HandlerConfig) {
-		c.Split = func(_ context.Context, _ string, r [][]byte) error { split = r; return nil }
-	})
+	e := newHandlerEnv(t, nil)
 	e.rdb.AddHook(failWriteBack{})
 	noRetry := []byte(strings.Replace(string(job("r0", "3M Aura")), `"retry":true`, `"retry":0`, 1))
 	discard := []byte(strings.Replace(string(job("rf", "3M Aura")), `"retry":true`, `"retry":false`, 1))
@@ -346,25 +406,16 @@ func TestHandlerBatchFailureEndsNoRetryJobs(t *testing.T) {
 	if err := e.runBatch(ctx, [][]byte{noRetry, discard, normal}); err != nil {
 		t.Fatal(err)
 	}
-	if len(split) != 1 || string(split[0]) != string(normal) {
-		t.Errorf("handed over %q, want only the job that may retry", split)
+	if entries, _ := retryEntries(t, e.rdb); len(entries) != 1 || entries["r25"] == nil {
+		t.Errorf("retry set %v, want only the job that may retry", entries)
 	}
 	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
-	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"r0"`) || !strings.Contains(dead[0], ErrorClassExhausted) ||
-		!strings.Contains(dead[0], "failed 1 times") {
-		t.Errorf("dead set %v, want r0 alone, exhausted after 1 failure", dead)
+	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"r0"`) || !strings.Contains(dead[0], ErrorClassTransient) ||
+		!strings.Contains(dead[0], `"retry_count":0`) {
+		t.Errorf("dead set %v, want r0 alone, out of retries after 1 failure", dead)
 	}
-	// Only once the others are handed over: if that fails, they all run
-	// again with the batch, and nothing is in the dead set yet.
-	e2 := newHandlerEnv(t, func(c *HandlerConfig) {
-		c.Split = func(context.Context, string, [][]byte) error { return errors.New("asynq unreachable") }
-	})
-	e2.rdb.AddHook(failWriteBack{})
-	if err := e2.runBatch(ctx, [][]byte{noRetry, discard, normal}); err == nil {
-		t.Error("batch whose hand-over failed: nil, want an error (asynq retries it)")
-	}
-	if n := e2.rdb.ZCard(ctx, "dead").Val(); n != 0 {
-		t.Errorf("%d dead-set entries although the batch will run again", n)
+	if st := e.h.Stats(); st.Discarded != 1 || st.Dead != 1 || st.Retrying != 1 || e.rdb.Get(ctx, "stat:failed").Val() != "3" {
+		t.Errorf("stats %+v, stat:failed %s", st, e.rdb.Get(ctx, "stat:failed").Val())
 	}
 }
 
@@ -426,50 +477,42 @@ func (blockLookup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 
 // A batch whose work runs into the task's deadline stops a little before it
-// and hands its jobs over while the task is still live; once the task's
-// context has ended (shutdown, or asynq's deadline) it leaves the batch to
-// asynq, which requeues or retries it whole.
+// and records its jobs in the retry set while the task is still live; once
+// the task's context has ended (shutdown, or asynq's deadline) it leaves the
+// batch to asynq, which requeues or retries it whole.
 func TestHandlerBatchDeadlineAndShutdown(t *testing.T) {
-	var split [][]byte
-	var splitCtxErr error
-	e := newHandlerEnv(t, func(c *HandlerConfig) {
-		c.Split = func(ctx context.Context, _ string, r [][]byte) error { split, splitCtxErr = r, ctx.Err(); return nil }
-	})
+	e := newHandlerEnv(t, nil)
 	e.rdb.AddHook(blockLookup{})
 	raws := batchJobs()[:3]
 	dctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
 	if err := e.runBatch(dctx, raws); err != nil {
-		t.Errorf("batch that ran into its deadline: %v, want nil after handing over", err)
+		t.Errorf("batch that ran into its deadline: %v, want nil once its jobs are in the retry set", err)
 	}
-	if len(split) != 3 || splitCtxErr != nil {
-		t.Errorf("handed over %d jobs with a context error %v, want 3 before the deadline", len(split), splitCtxErr)
+	entries, _ := retryEntries(t, e.rdb)
+	if len(entries) != 3 || !strings.Contains(fmt.Sprint(entries["b1"]["error_message"]), "deadline") {
+		t.Errorf("retry set %v, want the 3 jobs, failed at the deadline", entries)
 	}
 
-	split = nil
 	sctx, stop := context.WithCancel(context.Background())
 	stop()
+	raws = batchJobs()[3:]
 	if err := e.runBatch(sctx, raws); err == nil || errors.Is(err, asynq.SkipRetry) {
 		t.Errorf("batch at shutdown: %v, want an error (asynq requeues it)", err)
 	}
-	if split != nil {
-		t.Errorf("batch at shutdown handed over %d jobs", len(split))
+	if n := e.rdb.ZCard(context.Background(), "retry").Val() + e.rdb.ZCard(context.Background(), "dead").Val(); n != 3 {
+		t.Errorf("batch at shutdown recorded %d failures", n-3)
 	}
 }
 
 // One bad job in a batch fails alone: a batch holding one job of each bad
 // kind beside good "retry": false, "retry": 0 and default jobs completes
 // every good job (callback, reply, cache entry), and each bad one ends in the
-// dead set with its own reason (after its hand-over to a single-job task, as
-// the Server's bridge does). A reply key of the wrong type is left as it was.
+// dead set with its own reason. A reply key of the wrong type is left as it
+// was.
 func TestBatchIsolatesEachBadJob(t *testing.T) {
 	ctx := context.Background()
-	var e *handlerEnv
-	var handed [][]byte
-	e = newHandlerEnv(t, func(c *HandlerConfig) {
-		c.MaxNames = 5
-		c.Split = func(_ context.Context, _ string, r [][]byte) error { handed = append(handed, r...); return nil }
-	})
+	e := newHandlerEnv(t, func(c *HandlerConfig) { c.MaxNames = 5 })
 	if err := e.rdb.Set(ctx, "maskpredictor:reply:str", "mine", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -502,14 +545,6 @@ func TestBatchIsolatesEachBadJob(t *testing.T) {
 	}
 	if err := e.runBatch(ctx, raws); err != nil {
 		t.Fatalf("batch: %v", err)
-	}
-	if len(handed) != len(bad) {
-		t.Fatalf("%d jobs handed over, want the %d bad ones", len(handed), len(bad))
-	}
-	for _, raw := range handed { // their own single-job tasks
-		if err := e.run(raw); err != nil {
-			t.Errorf("single task: %v", err)
-		}
 	}
 
 	// Every good job completed: a callback each, a reply each, a cache entry.

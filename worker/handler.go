@@ -56,14 +56,17 @@ func (p rulesPredictor) PredictTokens(name string, toks []string) (*predictor.Pr
 }
 func (p rulesPredictor) Version() string { return p.r.Version() }
 
-// Error classes written to Sidekiq's dead set (Sidekiq Web shows
+// Error classes written to Sidekiq's retry and dead sets (Sidekiq Web shows
 // "<error_class>: <error_message>").
 const (
 	// ErrorClassInvalid: the job can never succeed (sidekiq.PoisonErrorClass,
 	// the class the bridge uses for the same reason).
 	ErrorClassInvalid = sidekiq.PoisonErrorClass
-	// ErrorClassExhausted: a transient failure outlived the job's retries.
-	ErrorClassExhausted = "MaskPredictor::RetriesExhausted"
+	// ErrorClassTransient: a failure that may pass (Redis unreachable for
+	// longer than RedisRetryFor, the task's deadline): the job retries with
+	// Sidekiq's backoff, and, out of retries, is dead with this class, as a
+	// Ruby job is dead with its last exception's class.
+	ErrorClassTransient = "MaskPredictor::TransientError"
 )
 
 // HandlerConfig configures a Handler.
@@ -102,8 +105,8 @@ type HandlerConfig struct {
 
 	// RedisRetryFor is how long a job keeps retrying a Redis call that
 	// failed because Redis was unreachable (a restart, a failover) before
-	// it gives up and fails, to be retried with Sidekiq's backoff. It must
-	// stay below asynq's 30 s lease. Default: 20 s.
+	// it gives up and fails, into Sidekiq's retry set. It must stay below
+	// asynq's 30 s lease. Default: 20 s.
 	RedisRetryFor time.Duration
 
 	// Limits bound each name (default predictor.DefaultLimits).
@@ -119,15 +122,18 @@ type HandlerConfig struct {
 	Classes []string
 
 	// Tracker, when set, sees each job of a batch task begin and end (the
-	// Busy page and Sidekiq's stats); single-job tasks are tracked by the
-	// Server's middleware.
+	// Busy page) and counts its execution in stat:processed; single-job tasks
+	// are tracked by the Server's middleware. Failures are counted in
+	// stat:failed where they are recorded (sidekiq.Client.Fail), not here.
 	Tracker JobTracker
-	// Split, when set, hands the jobs of a batch task that failed for a
-	// transient reason to asynq as single-job tasks (Bridge.EnqueueEach), so
-	// that each retries on its own with its own retry setting. Without it, or
-	// when it fails, the batch is retried whole (done markers keep finished
-	// jobs' write-backs from repeating).
+	// Split is no longer used: a failed job goes to Sidekiq's retry set itself
+	// (sidekiq.Client.Fail) instead of being handed over as a single-job task.
+	// Kept so that existing wiring compiles.
 	Split func(ctx context.Context, queue string, raws [][]byte) error
+	// RetryDelay is the wait before the retry of a job whose retry_count is
+	// now count. Default: sidekiq.Backoff (Sidekiq's count⁴ + 15 +
+	// rand(10)·(count+1) seconds). Tests shorten it.
+	RetryDelay func(count int) time.Duration
 
 	// Logger gets warnings (poison jobs, dead-set writes) and the per-job
 	// lines of batch tasks (LogJobs writes those of single-job tasks).
@@ -175,6 +181,9 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.RedisRetryFor == 0 {
 		c.RedisRetryFor = 20 * time.Second
 	}
+	if c.RetryDelay == nil {
+		c.RetryDelay = sidekiq.Backoff
+	}
 	if c.MaxNames == 0 {
 		c.MaxNames = 1000
 	}
@@ -216,6 +225,7 @@ type Handler struct {
 
 	hits, misses atomic.Int64
 	poison, dead atomic.Int64
+	retrying     atomic.Int64
 	discarded    atomic.Int64
 	cacheSkipped atomic.Int64
 	labelled     atomic.Int64
@@ -237,6 +247,7 @@ func (h *Handler) Config() HandlerConfig { return h.cfg }
 type HandlerStats struct {
 	CacheHits, CacheMisses int64
 	Poison                 int64 // jobs that could never succeed
+	Retrying               int64 // failed jobs written to Sidekiq's retry set
 	Dead                   int64 // jobs written to Sidekiq's dead set (poison or exhausted)
 	Discarded              int64 // failed jobs whose retry setting keeps them out of the dead set
 	CacheSkipped           int64 // cache entries not written because of memory pressure (Guard)
@@ -246,7 +257,7 @@ type HandlerStats struct {
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
-		Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load(),
+		Retrying: h.retrying.Load(), Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load(),
 		Labels: h.labelled.Load()}
 }
 
@@ -272,81 +283,30 @@ type item struct {
 }
 
 // ProcessTask handles one task: a Sidekiq job (sidekiq.TaskType) or a batch
-// of them (sidekiq.BatchTaskType). A job that can never succeed goes to
-// Sidekiq's dead set and is not retried (asynq.SkipRetry); a transient
-// failure is returned for asynq to retry with Sidekiq's backoff, and once the
-// job's own retry setting is used up it goes to the dead set too.
+// of them (sidekiq.BatchTaskType), both on one path (run): a single-job task
+// is a batch of one. A job that fails ends where a Ruby Sidekiq server would
+// put it (Sidekiq's retry set with its backoff, or the dead set), and its task
+// completes; only when even that write fails is the task retried by asynq.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	if t.Type() == sidekiq.BatchTaskType {
-		return h.processBatch(ctx, t)
+	if t.Type() != sidekiq.BatchTaskType {
+		return h.run(ctx, [][]byte{t.Payload()}, true)
 	}
-	info := jobInfoFrom(ctx)
-	raw := t.Payload()
-	err := h.process(ctx, raw, info)
-	if err == nil {
-		info.outcome = "ok"
-		return nil
-	}
-	info.err = err
-	if isPoison(err) {
-		return h.bury(ctx, raw, info, err)
-	}
-	if ctx.Err() != nil {
-		info.outcome = "interrupted" // shutdown or timeout: asynq requeues or retries it
-		return err
-	}
-	// Transient. Sidekiq's own retry setting decides when it is exhausted;
-	// asynq's retried count counts failures (crash recoveries are not
-	// failures, see Server's IsFailure).
-	retried, _ := asynq.GetRetryCount(ctx)
-	limit, discard := sidekiq.RetryPolicy(raw)
-	if retried < limit {
-		info.outcome = "retry"
-		return err
-	}
-	if !h.exhaust(context.WithoutCancel(ctx), raw, info, err, retried, discard) {
-		info.outcome = "dead"
-		h.log.Error("could not write an exhausted job to the dead set; it stays in asynq's archive",
-			zap.String("jid", info.jid), zap.Error(info.err), zap.NamedError("job_error", err))
+	raws, err := sidekiq.DecodeBatch(t.Payload())
+	if err != nil {
+		// Only the bridge makes these; a bad one stays in asynq's archive,
+		// where asynqmon shows it, rather than being retried for nothing.
+		id, _ := asynq.GetTaskID(ctx)
+		h.log.Error("batch task cannot be decoded; archived", zap.String("task_id", id), zap.Error(err))
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	// Ended where Sidekiq ends it (dead set, or nowhere): the task completes, so
-	// the payload is not kept a second time in asynq's archive.
-	return nil
-}
-
-// exhaust ends a job whose retries are used up, as Sidekiq does: into the
-// dead set, or, with "retry": false or "dead": false, nowhere. It reports
-// whether that happened; on false (the dead-set write failed) info.err says
-// why.
-func (h *Handler) exhaust(ctx context.Context, raw []byte, info *jobInfo, err error, retried int, discard bool) bool {
-	msg := fmt.Sprintf("failed %d times, last: %v", retried+1, err)
-	if discard {
-		// No dead-set entry, as in Sidekiq, but never without a trace: the
-		// log line (outcome "discarded", at error level), the counter, and the
-		// reply to a waiting caller.
-		info.outcome = "discarded"
-		h.discarded.Add(1)
-		h.log.Warn("job failed and its retry setting keeps it out of the dead set", zap.String("jid", info.jid), zap.Error(err))
-		h.replyError(ctx, raw, info, "discarded (retry: false): "+msg)
-		return true
-	}
-	if derr := h.cfg.Sidekiq.Dead(ctx, raw, ErrorClassExhausted, msg, h.deadOpts(ctx, info)...); derr != nil {
-		info.err = fmt.Errorf("writing the exhausted job to the dead set: %w", derr)
-		return false
-	}
-	h.dead.Add(1)
-	info.outcome = "dead"
-	h.replyError(ctx, raw, info, ErrorClassExhausted+": "+msg)
-	return true
+	return h.run(ctx, raws, false)
 }
 
 // replyError tells a caller waiting on the job's reply_to why no prediction
 // comes (sidekiq.Client.ReplyError). Best effort: the job has ended already,
 // and a caller that gets no reply still times out as before.
-func (h *Handler) replyError(ctx context.Context, raw []byte, info *jobInfo, reason string) {
-	job, err := sidekiq.ParseJob(raw)
-	if err != nil {
+func (h *Handler) replyError(ctx context.Context, job *sidekiq.Job, info *jobInfo, reason string) {
+	if job == nil {
 		return
 	}
 	if _, err := h.cfg.Sidekiq.ReplyError(ctx, job, reason, h.cfg.ReplyTTL); err != nil {
@@ -357,38 +317,6 @@ func (h *Handler) replyError(ctx context.Context, raw []byte, info *jobInfo, rea
 func isPoison(err error) bool {
 	var pe *poisonError
 	return errors.As(err, &pe) || errors.Is(err, sidekiq.ErrPoison)
-}
-
-// bury writes a job that can never succeed to the dead set (error class
-// sidekiq.ErrorClass(err)) and replies the reason to its reply_to. It returns
-// nil: the job has ended, and is stored once, in the dead set, not also in
-// asynq's archive. When the dead-set write itself failed it returns an
-// error to retry (that write is what must not be lost).
-func (h *Handler) bury(ctx context.Context, raw []byte, info *jobInfo, err error) error {
-	h.poison.Add(1)
-	class := sidekiq.ErrorClass(err)
-	derr := h.retry(ctx, func() error {
-		return h.cfg.Sidekiq.Dead(ctx, raw, class, err.Error(), h.deadOpts(ctx, info)...)
-	})
-	if derr != nil {
-		info.outcome = "retry"
-		return fmt.Errorf("writing poison job to the dead set: %w (job: %v)", derr, err)
-	}
-	h.dead.Add(1)
-	info.outcome = "dead"
-	if !errors.Is(err, errBadReplyKey) { // that key is the one thing not to write to
-		h.replyError(ctx, raw, info, class+": "+err.Error())
-	}
-	return nil
-}
-
-func (h *Handler) deadOpts(ctx context.Context, info *jobInfo) []sidekiq.DeadOption {
-	retried, _ := asynq.GetRetryCount(ctx)
-	opts := []sidekiq.DeadOption{sidekiq.WithRetryCount(retried)}
-	if info.queue != "" {
-		opts = append(opts, sidekiq.WithQueue(info.queue))
-	}
-	return opts
 }
 
 // jsonSizeHint is the buffer size a prediction's JSON is encoded into: a
@@ -409,35 +337,10 @@ type pjob struct {
 	fail    error  // poison found while writing (its reply_to key), this job's alone
 }
 
-func (h *Handler) process(ctx context.Context, raw []byte, info *jobInfo) error {
-	j, err := h.prepare(raw, info)
-	if err != nil {
-		return err
-	}
-	if j.label != nil {
-		return h.storeLabel(ctx, j)
-	}
-	// One model for the whole job, even if a hot reload swaps it meanwhile:
-	// the cache check and every prediction of a batch use the same one.
-	pr := h.pin()
-	jobs := []*pjob{j}
-	if err := h.retry(ctx, func() error { return h.lookup(ctx, pr, jobs) }); err != nil {
-		return err
-	}
-	// A duplicate delivery is predicted again (cheap) and recognised by the
-	// write-back script, which writes no second callback or reply.
-	puts, err := h.predict(pr, j, nil)
-	if err != nil {
-		return err
-	}
-	if err := h.write(ctx, jobs, puts); err != nil {
-		return err
-	}
-	return j.fail
-}
-
 // prepare parses and checks a job: every name is validated before any side
-// effect, so a job is done whole or not at all. Its errors are poison.
+// effect, so a job is done whole or not at all. Its errors are poison; the
+// pjob is returned with them once the payload parsed (its Sidekiq job is what
+// the failure is recorded for).
 func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if len(raw) > h.cfg.MaxPayloadBytes {
 		return nil, poisonf("payload is %d bytes, over the limit of %d", len(raw), h.cfg.MaxPayloadBytes)
@@ -446,33 +349,34 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if err != nil {
 		return nil, err
 	}
+	j := &pjob{job: job, info: info}
 	info.jid = job.JID
 	if info.queue == "" {
 		info.queue = job.Queue
 	}
 	if err := job.CheckClass(h.cfg.Classes); err != nil {
-		return nil, err
+		return j, err
 	}
 	reqs, replyTo, err := job.Requests()
 	if err != nil {
-		return nil, err
+		return j, err
 	}
 	info.names = reqs
 	if job.IsLabel() {
 		l, err := h.labelOf(job)
 		if err != nil {
-			return nil, err
+			return j, err
 		}
 		info.label = true
-		return &pjob{job: job, info: info, label: &l}, nil
+		j.label = &l
+		return j, nil
 	}
-	items, err := h.checkNames(reqs, true)
-	if err != nil {
-		return nil, err
+	if j.items, err = h.checkNames(reqs, true); err != nil {
+		return j, err
 	}
-	j := &pjob{job: job, info: info, items: items, replyTo: replyTo}
+	j.replyTo = replyTo
 	if h.cfg.CallbackClass != "" || replyTo != "" {
-		j.doneKey = "maskpredictor:done:" + sidekiq.DeliveryID(job.JID, raw)
+		j.doneKey = sidekiq.MarkerKey(job.JID, raw)
 	}
 	return j, nil
 }

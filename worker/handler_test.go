@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -303,10 +302,19 @@ func TestHandlerTransientFailureExhausted(t *testing.T) {
 		c.RedisRetryFor = time.Millisecond // fail at once
 	})
 
-	// retry: true with no retries used yet: a plain error for asynq to retry.
-	err := e.run(job("e1", "3M Aura"))
-	if err == nil || errors.Is(err, asynq.SkipRetry) {
-		t.Fatalf("first failure: %v, want a retryable error", err)
+	// retry: true with no retries used yet: Sidekiq's retry set, and the task
+	// completes.
+	if err := e.run(job("e1", "3M Aura")); err != nil {
+		t.Fatalf("first failure: %v, want nil (the job waits in the retry set)", err)
+	}
+	if r := e.rdb.ZRange(ctx, "retry", 0, -1).Val(); len(r) != 1 || !strings.Contains(r[0], `"jid":"e1"`) ||
+		!strings.Contains(r[0], `"retry_count":0`) || !strings.Contains(r[0], ErrorClassTransient) {
+		t.Errorf("retry set %v", r)
+	}
+	// Out of retries by its retry_count (retry: 2, two retries done): dead.
+	raw4 := []byte(strings.Replace(string(job("e4", "3M Aura")), `"retry":true`, `"retry":2,"retry_count":1,"failed_at":1764400001.5`, 1))
+	if err := e.run(raw4); err != nil {
+		t.Fatalf("exhausted: %v", err)
 	}
 	// retry: 0 (and false): no retry; retry 0 goes to dead, false leaves no trace.
 	// Both end here (nil: the task completes, nothing kept in asynq's archive).
@@ -320,12 +328,16 @@ func TestHandlerTransientFailureExhausted(t *testing.T) {
 		t.Fatalf("retry false: %v", err)
 	}
 	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
-	if len(dead) != 1 || !strings.Contains(dead[0], `"jid":"e2"`) || !strings.Contains(dead[0], ErrorClassExhausted) {
-		t.Errorf("dead %v", dead)
+	if len(dead) != 2 || !strings.Contains(strings.Join(dead, " "), `"jid":"e2"`) || !strings.Contains(dead[0], ErrorClassTransient) ||
+		!strings.Contains(strings.Join(dead, " "), `"retry_count":2,"failed_at":1764400001.5,`) || !strings.Contains(strings.Join(dead, " "), `"retried_at":`) {
+		t.Errorf("dead %v, want e2 and e4 (retry_count 2)", dead)
 	}
 	// The discarded job leaves a trace: counted, and its reply says why.
-	if st := e.h.Stats(); st.Discarded != 1 || st.Dead != 1 {
+	if st := e.h.Stats(); st.Discarded != 1 || st.Dead != 2 || st.Retrying != 1 {
 		t.Errorf("stats %+v", st)
+	}
+	if n := e.rdb.Get(ctx, "stat:failed").Val(); n != "4" {
+		t.Errorf("stat:failed %s, want 4", n)
 	}
 	replies := e.rdb.LRange(ctx, "maskpredictor:reply:e3", 0, -1).Val()
 	if len(replies) != 2 {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maskpredictor/maskpredictor/labels"
@@ -251,8 +250,8 @@ func TestHandlerLabelJobStoreFull(t *testing.T) {
 	}
 }
 
-// A Redis error is transient: retried (asynq's retry with Sidekiq's backoff),
-// never the dead set while retries are left.
+// A Redis error is transient: retried within RedisRetryFor, then into
+// Sidekiq's retry set, never the dead set while retries are left.
 func TestHandlerLabelJobRedisErrorIsRetried(t *testing.T) {
 	ctx := context.Background()
 	broken := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
@@ -265,9 +264,11 @@ func TestHandlerLabelJobRedisErrorIsRetried(t *testing.T) {
 		c.RedisRetryFor = 200 * time.Millisecond
 	})
 	start := time.Now()
-	err := e.run(labelJob("r1", "3M Aura", bd("3M/brand", "Aura/model")))
-	if err == nil || errors.Is(err, asynq.SkipRetry) || isPoison(err) {
-		t.Fatalf("err %v, want a retryable error", err)
+	if err := e.run(labelJob("r1", "3M Aura", bd("3M/brand", "Aura/model"))); err != nil {
+		t.Fatalf("err %v, want nil (in the retry set)", err)
+	}
+	if r := e.rdb.ZRange(ctx, "retry", 0, -1).Val(); len(r) != 1 || !strings.Contains(r[0], `"jid":"r1"`) {
+		t.Errorf("retry set %v", r)
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {
 		t.Errorf("gave up after %v: the connection error was not retried within RedisRetryFor", d)
@@ -281,7 +282,7 @@ func TestHandlerLabelJobRedisErrorIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := e.rdb.ZRange(ctx, "dead", 0, -1).Val()
-	if len(dead) != 1 || !strings.Contains(dead[0], ErrorClassExhausted) || !strings.Contains(dead[0], `"jid":"r2"`) {
+	if len(dead) != 1 || !strings.Contains(dead[0], ErrorClassTransient) || !strings.Contains(dead[0], `"jid":"r2"`) {
 		t.Errorf("dead %v", dead)
 	}
 }
@@ -325,8 +326,8 @@ func TestHandlerBatchWithLabelJobs(t *testing.T) {
 	if n := e.rdb.HLen(ctx, labels.Key).Val(); n != 2 {
 		t.Errorf("%d labels, want 2", n)
 	}
-	if tr.begun != 5 || tr.ended != 5 || tr.processed != 5 || tr.fails != 1 {
-		t.Errorf("tracker %+v", tr)
+	if tr.begun != 5 || tr.ended != 5 || tr.processed != 5 || tr.fails != 0 || e.rdb.Get(ctx, "stat:failed").Val() != "1" {
+		t.Errorf("tracker %+v, stat:failed %s: want 5 processed, 1 failed (counted with its dead-set entry)", tr, e.rdb.Get(ctx, "stat:failed").Val())
 	}
 	if st := e.h.Stats(); st.Labels != 2 || st.Dead != 1 {
 		t.Errorf("stats %+v", st)

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -20,42 +19,37 @@ type jobInfo struct {
 	duplicate  bool     // the write-back of this delivery had already happened
 	label      bool     // a MaskLabelJob
 	warnings   []string // its label's convention findings (stored anyway)
-	outcome    string
+	outcome    string   // one of the outcome constants
+	retryCount int      // the retry_count its failure was recorded with
+	retryAt    time.Time
 	err        error
 }
 
+// A job's outcome (the log line's "outcome").
+const (
+	outcomeOK          = "ok"          // predicted (or stored, for a label) and written back
+	outcomeRetrying    = "retrying"    // failed; in Sidekiq's retry set
+	outcomeDead        = "dead"        // in Sidekiq's dead set (poison, or out of retries)
+	outcomeDiscarded   = "discarded"   // out of retries with "retry": false / "dead": false
+	outcomeDuplicate   = "duplicate"   // failed, but another run of the delivery had ended it
+	outcomeInterrupted = "interrupted" // shutdown or asynq's deadline: asynq requeues the task
+	outcomeRetry       = "retry"       // the failure could not be recorded: asynq retries the task
+)
+
+// jobInfoKey is no longer set in a task's context: the Server's middleware,
+// which looks for it, then counts a single-job task's execution in
+// stat:processed and a failure only when the task itself fails (its job's
+// failure is counted in stat:failed by sidekiq.Client.Fail, with its retry or
+// dead entry). Kept until server.go stops looking.
 type jobInfoKey struct{}
 
-func jobInfoFrom(ctx context.Context) *jobInfo {
-	if ji, ok := ctx.Value(jobInfoKey{}).(*jobInfo); ok {
-		return ji
-	}
-	ji := &jobInfo{}
-	ji.queue, _ = asynq.GetQueueName(ctx)
-	return ji
-}
-
-// LogJobs is middleware that writes one line per job: jid, queue, mask
-// name(s), duration, cache hit, fallback and outcome. Successful jobs log at
-// Info, retried ones at Warn, dead ones at Error. The jobs of a batch task
-// are logged by the handler, one line each, the same way.
-func LogJobs(log *zap.Logger) asynq.MiddlewareFunc {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return func(next asynq.Handler) asynq.Handler {
-		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-			if t.Type() == sidekiq.BatchTaskType {
-				return next.ProcessTask(ctx, t)
-			}
-			ji := &jobInfo{}
-			ji.queue, _ = asynq.GetQueueName(ctx)
-			start := time.Now()
-			err := next.ProcessTask(context.WithValue(ctx, jobInfoKey{}, ji), t)
-			writeJobLine(log, ji, time.Since(start), err)
-			return err
-		})
-	}
+// LogJobs is the middleware that used to write single-job tasks' lines. The
+// handler now writes one line per job of every task itself (message "job":
+// jid, queue, mask name(s), duration, cache hit, fallback and outcome;
+// successful jobs at Info, failed ones at Warn, dead and discarded ones at
+// Error), so it passes tasks through; kept so that existing wiring compiles.
+func LogJobs(*zap.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler { return next }
 }
 
 // writeJobLine writes the line of one job (message "job", which the
@@ -63,11 +57,11 @@ func LogJobs(log *zap.Logger) asynq.MiddlewareFunc {
 func writeJobLine(log *zap.Logger, ji *jobInfo, d time.Duration, err error) {
 	level := zapcore.InfoLevel
 	switch ji.outcome {
-	case "ok", "":
+	case outcomeOK, "":
 		if err != nil {
 			level = zapcore.WarnLevel
 		}
-	case "dead", "discarded":
+	case outcomeDead, outcomeDiscarded:
 		level = zapcore.ErrorLevel
 	default:
 		level = zapcore.WarnLevel
@@ -114,6 +108,12 @@ func writeJobLine(log *zap.Logger, ji *jobInfo, d time.Duration, err error) {
 		}
 	}
 	fields = append(fields, zap.String("outcome", outcome))
+	switch outcome {
+	case outcomeRetrying:
+		fields = append(fields, zap.Int("retry_count", ji.retryCount), zap.Time("retry_at", ji.retryAt))
+	case outcomeDead, outcomeDiscarded:
+		fields = append(fields, zap.Int("retry_count", ji.retryCount))
+	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))
 	}

@@ -193,87 +193,91 @@ func WithQueue(queue string) DeadOption { return func(o *deadOptions) { o.queue 
 type DeadOption func(*deadOptions)
 
 type deadOptions struct {
-	retryCount int
+	retryCount *int
 	queue      string
 }
 
-// WithRetryCount records how often the job was retried before it died (asynq's
-// retried count); Sidekiq Web shows it, and its "Retry" button decrements it.
-func WithRetryCount(n int) DeadOption { return func(o *deadOptions) { o.retryCount = max(n, 0) } }
+// WithRetryCount writes this retry_count instead of Sidekiq's count (0 on the first
+// failure, else the job's retry_count + 1); Sidekiq Web shows it, and its "Retry" button
+// decrements it.
+func WithRetryCount(n int) DeadOption {
+	return func(o *deadOptions) { n = max(n, 0); o.retryCount = &n }
+}
 
-// Dead adds the job to Sidekiq's dead set with error_class/error_message/failed_at, trimmed.
+// Dead ends a job that can never succeed (poison) as a Ruby Sidekiq server ends a failing
+// job, for a job no worker ran (the bridge refuses it straight from the queue): Fail with
+// Failure.Poison, guarded by the delivery's MarkerKey (a delivery recovered after a crash
+// is not stored twice), counted in stat:processed and stat:failed, and in the Metrics
+// tab's per-minute execution counts of its class (processed and failed).
 //
-// It does what Sidekiq's send_to_morgue does, in one MULTI: ZADD dead <now> <job>, then
-// drop entries older than DeadTimeout and all but the newest DeadMaxJobs. The job keeps
-// its own bytes and field order; the error fields are set (error_message cut to 10,000
-// characters and made valid UTF-8), failed_at only if the job never failed before
-// (otherwise retried_at), and retry_count, so Sidekiq Web lists it in the Dead tab and
-// its "Retry" button pushes it back to its queue. A job without a jid gets one: Sidekiq Web
-// addresses dead entries by score and jid. A payload that is not a JSON object at all is
+// The entry keeps the job's own bytes and field order, with error_message (cut to 10,000
+// characters, made valid UTF-8), error_class, failed_at (first failure) or retried_at,
+// retry_count; trimmed as Sidekiq trims the dead set. A job without a jid gets one: Sidekiq
+// Web addresses entries by score and jid. A payload that is not a JSON object at all is
 // wrapped in a job of class MaskPredictor::InvalidPayload whose single argument is the
 // payload text, so that it is shown rather than lost; ParseJob refuses that wrapper, so a
-// "Retry" of it comes straight back here with a reason. Timestamps follow the payload's
-// style (integer milliseconds for Sidekiq 8 payloads, float seconds otherwise).
+// "Retry" of it comes straight back here with a reason. A job that failed before (it has a
+// retry_count: Sidekiq Web's Retry on the dead set brought it back) first waits once in the
+// retry set, as Failure.Poison says, so that Sidekiq 6's DeadSet#retry_all ends.
+// Timestamps follow the payload's style (integer milliseconds for Sidekiq 8 payloads,
+// float seconds otherwise).
 func (c *Client) Dead(ctx context.Context, raw []byte, errClass, errMsg string, opts ...DeadOption) error {
 	var o deadOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	now := c.now()
-	entry, err := c.deadEntry(raw, errClass, errMsg, o, now)
-	if err != nil {
-		return err
+	job, _ := ParseJob(raw)
+	jid := ""
+	if job != nil {
+		jid = job.JID
 	}
-	score := float64(now.UnixNano()) / 1e9
-	pipe := c.rdb.TxPipeline()
-	pipe.ZAdd(ctx, keyDead, redis.Z{Score: score, Member: entry})
-	pipe.ZRemRangeByScore(ctx, keyDead, "-inf", scoreString(now.Add(-DeadTimeout)))
-	// Sidekiq's own "ZREMRANGEBYRANK dead 0 -10000" keeps 9,999; we keep what
-	// dead_max_jobs says, the newest 10,000.
-	pipe.ZRemRangeByRank(ctx, keyDead, 0, -(DeadMaxJobs + 1))
-	if _, err := pipe.Exec(ctx); err != nil {
+	f := Failure{Raw: raw, Job: job, Queue: o.queue, ErrorClass: errClass, ErrorMessage: errMsg, Poison: true,
+		Marker: MarkerKey(jid, raw)}
+	if o.retryCount != nil {
+		// An explicit count: written as is, straight to the dead set.
+		now := c.now()
+		entry, err := c.failedEntry(raw, errClass, errMsg, entryOptions{queue: o.queue, retryCount: o.retryCount, removeRedead: true}, now)
+		if err != nil {
+			return err
+		}
+		return c.writeDead(ctx, f.Marker, entry, now)
+	}
+	res, err := c.Fail(ctx, []Failure{f}, FailOptions{CountProcessed: true})
+	if err != nil {
+		return fmt.Errorf("sidekiq dead set: %w", err)
+	}
+	if job != nil && res[0].Fate != FateNone {
+		m := NewMetrics()
+		m.Add(job, 0, true)
+		// Best effort: the job has ended; its chart is not worth failing for.
+		_ = c.RecordMetrics(ctx, m)
+	}
+	return nil
+}
+
+// writeDead stores one finished dead-set entry through failScript.
+func (c *Client) writeDead(ctx context.Context, marker string, entry []byte, now time.Time) error {
+	day := now.UTC().Format("2006-01-02")
+	keys := []string{keyRetry, keyDead, statFailedKey, statFailedKey + ":" + day, statProcessedKey, statProcessedKey + ":" + day, marker}
+	args := []any{DefaultMarkerTTL.Milliseconds(), scoreString(now.Add(-DeadTimeout)), DeadMaxJobs,
+		int64(statsTTL / time.Second), "1", "dead", scoreString(now), entry}
+	if err := failScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("sidekiq dead set: %w", err)
 	}
 	return nil
 }
 
-func (c *Client) deadEntry(raw []byte, errClass, errMsg string, o deadOptions, now time.Time) ([]byte, error) {
-	if errClass == "" {
-		errClass = "StandardError"
+// cleanErrorMessage makes an error message valid UTF-8 and cuts it where job_retry.rb
+// cuts it.
+func cleanErrorMessage(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	if utf8.RuneCountInString(msg) > maxErrorMessage {
+		msg = string([]rune(msg)[:maxErrorMessage])
 	}
-	errMsg = strings.ToValidUTF8(errMsg, "\uFFFD")
-	if utf8.RuneCountInString(errMsg) > maxErrorMessage {
-		errMsg = string([]rune(errMsg)[:maxErrorMessage])
-	}
-	fields, err := decodeObject(raw)
-	if err != nil {
-		return c.wrapInvalid(raw, errClass, errMsg, o, now)
-	}
-	millis := usesMillis(fields["created_at"])
-	set := []field{
-		{"error_message", mustJSON(errMsg)},
-		{"error_class", mustJSON(errClass)},
-	}
-	if v, ok := fields["failed_at"]; ok && !isNull(v) {
-		set = append(set, field{"retried_at", jobTimestamp(now, millis)})
-	} else {
-		set = append(set, field{"failed_at", jobTimestamp(now, millis)})
-	}
-	set = append(set, field{"retry_count", strconv.AppendInt(nil, int64(o.retryCount), 10)})
-	var queue string
-	if v, ok := fields["queue"]; (!ok || json.Unmarshal(v, &queue) != nil || queue == "") && o.queue != "" {
-		set = append(set, field{"queue", mustJSON(o.queue)})
-	}
-	var jid string
-	if v, ok := fields["jid"]; !ok || json.Unmarshal(v, &jid) != nil || jid == "" {
-		set = append(set, field{"jid", mustJSON(NewJID())})
-	}
-	out, err := setFields(raw, set...)
-	if err != nil { // cannot happen for a payload decodeObject accepted; keep it anyway
-		return c.wrapInvalid(raw, errClass, errMsg, o, now)
-	}
-	return out, nil
+	return msg
 }
+
+func unmarshalString(v json.RawMessage, s *string) error { return json.Unmarshal(v, s) }
 
 func (c *Client) wrapInvalid(raw []byte, errClass, errMsg string, o deadOptions, now time.Time) ([]byte, error) {
 	entry := struct {
@@ -300,7 +304,9 @@ func (c *Client) wrapInvalid(raw []byte, errClass, errMsg string, o deadOptions,
 		ErrorMessage: errMsg,
 		ErrorClass:   errClass,
 		FailedAt:     floatSeconds(now),
-		RetryCount:   o.retryCount,
+	}
+	if o.retryCount != nil {
+		entry.RetryCount = *o.retryCount
 	}
 	if !utf8.Valid(raw) {
 		entry.RawBase64 = raw // the args text had to replace invalid bytes; keep the originals

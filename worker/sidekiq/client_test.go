@@ -109,17 +109,45 @@ func TestDeadEntries(t *testing.T) {
 		t.Errorf("dead entry\n got %+v\nwant %s @ 1795936400.5", all, wantEntry)
 	}
 
-	// A Sidekiq 8 job that already failed once: retried_at, integer milliseconds.
+	// A Sidekiq 8 job that already failed (it came back from the dead set): it waits
+	// once in retry (retried_at in integer milliseconds, retry_count + 1, RedeadField),
+	// and goes to the dead set when that entry fails again.
 	raw8 := readFixture(t, "sidekiq8_retry_entry.json")
 	if err := c.Dead(ctx, raw8, "E", strings.Repeat("é", 12000)+"\xff"); err != nil {
 		t.Fatal(err)
 	}
-	e := deadBy("00000000000000000000f0rt")
-	if e["retried_at"] != float64(now.UnixMilli()) || e["failed_at"] != float64(1795936389934) {
-		t.Errorf("Sidekiq 8 entry: failed_at=%v retried_at=%v", e["failed_at"], e["retried_at"])
+	parked, _ := rdb.ZRangeWithScores(ctx, "retry", 0, -1).Result()
+	if len(parked) != 1 {
+		t.Fatalf("retry set: %v", parked)
+	}
+	var e map[string]any
+	_ = json.Unmarshal([]byte(parked[0].Member.(string)), &e)
+	if e["retried_at"] != float64(now.UnixMilli()) || e["failed_at"] != float64(1795936389934) || e["retry_count"] != float64(1) ||
+		e[RedeadField] != float64(1) || parked[0].Score < 1795936400.5+15 || parked[0].Score > 1795936400.5+15+20 {
+		t.Errorf("Sidekiq 8 entry parked in retry: %v @ %v", e, parked[0].Score)
 	}
 	if msg := e["error_message"].(string); len([]rune(msg)) != maxErrorMessage {
 		t.Errorf("error_message has %d runes, want it cut to %d", len([]rune(msg)), maxErrorMessage)
+	}
+	// Back from retry (as the scheduler moves it, enqueued_at changed), still poison: dead,
+	// without the marker member.
+	back, err := setFields([]byte(parked[0].Member.(string)), field{"enqueued_at", []byte("1795936500123")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Dead(ctx, back, "E", "again"); err != nil {
+		t.Fatal(err)
+	}
+	e = deadBy("00000000000000000000f0rt")
+	if _, ok := e[RedeadField]; ok || e["retry_count"] != float64(2) || e["error_message"] != "again" {
+		t.Errorf("re-dead entry: %v", e)
+	}
+	// The same delivery again (a crash between the write and its LREM): stored once.
+	if err := c.Dead(ctx, back, "E", "again"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.ZCard(ctx, "dead").Val(); n != 2 {
+		t.Errorf("dead set has %d entries after the same delivery died twice, want 2", n)
 	}
 
 	// No jid, no queue: both added so Sidekiq Web can retry it.
@@ -310,7 +338,9 @@ func TestRubySidekiqReadsOurWrites(t *testing.T) {
 		}
 	}
 	day := time.Now().UTC().Format("2006-01-02")
-	if got.Stats.Processed != 7 || got.Stats.Failed != 3 || got.History.Processed[day] != 7 || got.History.Failed[day] != 3 {
+	// Dead counts each job it stores as processed and failed, as Sidekiq counts a failing
+	// execution.
+	if got.Stats.Processed != 9 || got.Stats.Failed != 5 || got.History.Processed[day] != 9 || got.History.Failed[day] != 5 {
 		t.Errorf("stats: %+v %+v", got.Stats, got.History)
 	}
 }

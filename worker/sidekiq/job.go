@@ -85,7 +85,10 @@ type Job struct {
 	JID        string            // Sidekiq's job id
 	Args       []json.RawMessage // for ActiveJob: the job's own arguments (args[0].arguments), _aj_* markers stripped
 	Retry      int               // max retries derived from "retry" (true or absent → 25, false → 0, n → n)
-	RetryCount int               // "retry_count" (0 when absent: the job never failed yet)
+	Discard    bool              // "retry": false or "dead": false: out of retries, it leaves no dead-set entry
+	RetryCount int               // "retry_count" as written (Sidekiq Web's Retry decrements it: -1 is possible); 0 when absent
+	Failed     bool              // the payload has a "retry_count": it failed before (Sidekiq's `if msg["retry_count"]`)
+	Redead     *int              // RedeadField: the retry_count it was parked in retry with (see Client.Fail)
 	CreatedAt  time.Time         // zero when absent or unreadable
 	EnqueuedAt time.Time         // zero when absent (scheduled jobs have none until they are pushed)
 }
@@ -215,7 +218,15 @@ func ParseJob(raw []byte) (*Job, error) {
 	}
 	j.Args = args
 	j.Retry = retryLimit(fields["retry"])
-	j.RetryCount = intField(fields["retry_count"])
+	j.Discard = discards(fields["retry"], fields["dead"])
+	if v, ok := fields["retry_count"]; ok && !isNull(v) {
+		j.Failed = true
+		j.RetryCount = intField(v)
+	}
+	if v, ok := fields[RedeadField]; ok && !isNull(v) {
+		n := intField(v)
+		j.Redead = &n
+	}
 	j.CreatedAt = timestampField(fields["created_at"])
 	j.EnqueuedAt = timestampField(fields["enqueued_at"])
 	return j, nil
@@ -394,13 +405,14 @@ func RetryPolicy(raw []byte) (limit int, discard bool) {
 	return retryLimit(fields["retry"]), discards(fields["retry"], fields["dead"])
 }
 
+// intField reads an integer member (retry_count); anything else is 0.
 func intField(v json.RawMessage) int {
 	var n json.Number
 	if len(v) == 0 || json.Unmarshal(v, &n) != nil {
 		return 0
 	}
 	f, err := n.Float64()
-	if err != nil || f != math.Trunc(f) || f < 0 || f > math.MaxInt32 {
+	if err != nil || f != math.Trunc(f) || f < math.MinInt32 || f > math.MaxInt32 {
 		return 0
 	}
 	return int(f)
@@ -471,6 +483,16 @@ func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
 func (j *Job) TaskID() string {
 	return DeliveryID(j.JID, j.Raw)
 }
+
+// MarkerKey is the key that records, once per delivery, that the delivery has ended: its
+// write-back is done (the worker's write-back script sets it) or its failure is recorded
+// in Sidekiq's retry or dead set (Client.Fail sets it). Whoever sets it first owns the
+// delivery's outcome; a second run of the same delivery (a crash recovery, asynq
+// re-running a task whose lease expired, a regrouped batch) then writes neither a second
+// callback nor a second retry entry.
+func MarkerKey(jid string, raw []byte) string { return markerPrefix + DeliveryID(jid, raw) }
+
+const markerPrefix = "maskpredictor:done:"
 
 // DeliveryID computes Job.TaskID for a jid and the raw bytes of its delivery.
 func DeliveryID(jid string, raw []byte) string {

@@ -472,8 +472,8 @@ func FuzzParseJob(f *testing.F) {
 		if j.JID == "" || j.Class == "" || j.Args == nil || !bytes.Equal(j.Raw, raw) {
 			t.Fatalf("accepted an incomplete job: %+v", j)
 		}
-		if j.Retry < 0 || j.RetryCount < 0 {
-			t.Fatalf("negative retry: %+v", j)
+		if j.Retry < 0 || !j.Failed && j.RetryCount != 0 {
+			t.Fatalf("negative retry limit, or a retry_count without one: %+v", j)
 		}
 		for _, a := range j.Args {
 			if !json.Valid(a) {

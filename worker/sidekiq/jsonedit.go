@@ -18,13 +18,21 @@ type field struct {
 
 type span struct{ start, end int }
 
+// member is one top-level member of a JSON object: where its key starts and where its
+// value ends (the bytes a removal takes out, with one separating comma).
+type member struct {
+	key             string
+	keyStart, start int // start: the value's first byte
+	end             int // one past the value's last byte
+}
+
 // setFields returns raw with the given top-level members set: an existing member keeps
 // its place and only its value bytes change, a new one is appended before the closing
 // brace. Everything else stays byte for byte as it was, which is what Sidekiq itself does
 // when it adds error fields or a new enqueued_at to a job (Ruby hashes keep insertion
 // order), and what keeps nested values such as ActiveJob's serialized job untouched.
 func setFields(raw []byte, fields ...field) ([]byte, error) {
-	spans, closing, err := scanObject(raw)
+	spans, _, closing, err := scanObject(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -73,32 +81,84 @@ func setFields(raw []byte, fields ...field) ([]byte, error) {
 	return out, nil
 }
 
-// scanObject finds the value span of every top-level member of a JSON object, and the
-// offset of its closing brace.
-func scanObject(raw []byte) (map[string][]span, int, error) {
+// removeFields returns raw without the given top-level members (every occurrence), the
+// rest byte for byte as it was: what Ruby's Hash#delete does before the job is dumped
+// again. Keys that are not there are ignored.
+func removeFields(raw []byte, keys ...string) ([]byte, error) {
+	_, members, _, err := scanObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	drop := func(k string) bool {
+		for _, d := range keys {
+			if k == d {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]byte, 0, len(raw))
+	pos := 0 // raw[:pos] is decided
+	kept := 0
+	for i, m := range members {
+		if !drop(m.key) {
+			kept++
+			continue
+		}
+		switch {
+		case kept > 0:
+			// Take out the comma before it with it: from the end of the last kept
+			// member's value (everything after that up to here was dropped already).
+			prevEnd := members[i-1].end
+			if pos > prevEnd {
+				prevEnd = pos
+			}
+			out = append(out, raw[pos:prevEnd]...)
+			pos = m.end
+		case i+1 < len(members):
+			// The first kept member will follow: take out up to the next key.
+			out = append(out, raw[pos:m.keyStart]...)
+			pos = members[i+1].keyStart
+		default:
+			out = append(out, raw[pos:m.keyStart]...)
+			pos = m.end
+		}
+	}
+	out = append(out, raw[pos:]...)
+	return out, nil
+}
+
+// scanObject finds the value span of every top-level member of a JSON object, the
+// members in order, and the offset of its closing brace.
+func scanObject(raw []byte) (map[string][]span, []member, int, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, 0, fmt.Errorf("not JSON: %w", err)
+		return nil, nil, 0, fmt.Errorf("not JSON: %w", err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, 0, errors.New("not a JSON object")
+		return nil, nil, 0, errors.New("not a JSON object")
 	}
 	spans := map[string][]span{}
+	var members []member
 	for dec.More() {
+		keyStart := int(dec.InputOffset())
+		for keyStart < len(raw) && (isSpace(raw[keyStart]) || raw[keyStart] == ',') {
+			keyStart++
+		}
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, 0, fmt.Errorf("not JSON: %w", err)
+			return nil, nil, 0, fmt.Errorf("not JSON: %w", err)
 		}
 		key, ok := tok.(string)
 		if !ok {
-			return nil, 0, errors.New("not a JSON object")
+			return nil, nil, 0, errors.New("not a JSON object")
 		}
 		keyEnd := int(dec.InputOffset())
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, 0, fmt.Errorf("not JSON: %w", err)
+			return nil, nil, 0, fmt.Errorf("not JSON: %w", err)
 		}
 		end := int(dec.InputOffset())
 		start := keyEnd
@@ -106,15 +166,16 @@ func scanObject(raw []byte) (map[string][]span, int, error) {
 			start++
 		}
 		spans[key] = append(spans[key], span{start, end})
+		members = append(members, member{key: key, keyStart: keyStart, start: start, end: end})
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, 0, fmt.Errorf("not JSON: %w", err)
+		return nil, nil, 0, fmt.Errorf("not JSON: %w", err)
 	}
 	closing := int(dec.InputOffset()) - 1
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, 0, errors.New("trailing data after the JSON object")
+		return nil, nil, 0, errors.New("trailing data after the JSON object")
 	}
-	return spans, closing, nil
+	return spans, members, closing, nil
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
