@@ -194,6 +194,15 @@ type Server struct {
 	state    int // 0 new, 1 started, 2 shut down
 	stopResc chan struct{}
 	rescWG   sync.WaitGroup
+
+	// Quiet and stop (quiet.go): quietOnce starts the quiet steps, quietDone
+	// closes when they are done; stopReq closes when Sidekiq asks this
+	// process to stop.
+	quietOnce sync.Once
+	quietDone chan struct{}
+	schedOnce sync.Once
+	stopOnce  sync.Once
+	stopReq   chan struct{}
 }
 
 // New builds a server; nothing touches Redis before Start.
@@ -208,10 +217,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AsynqRedis != cfg.Redis {
 		asynqGate = newGate("asynq", cfg.Logger, cfg.RedisMaxBackoff)
 	}
-	s := &Server{redisGate: redisGate, asynqGate: asynqGate, idle: idle}
+	s := &Server{redisGate: redisGate, asynqGate: asynqGate, idle: idle,
+		quietDone: make(chan struct{}), stopReq: make(chan struct{})}
 	cfg.Bridge.OnEnqueue = chainWake(cfg.Bridge.OnEnqueue, idle.wake)
 	cfg.Bridge.RedisFault = s.outageLogged
 	cfg.Heartbeat.RedisFault = s.outageLogged
+	// The Server reads its signals list (TSTP quiet, TERM stop), so the
+	// heartbeat advertises a full process: Sidekiq Web offers Quiet and Stop.
+	cfg.Heartbeat.OnSignal = s.onSignal
 	cfg.Scheduler.RedisFault = s.outageLogged
 	hb, err := sidekiq.NewHeartbeat(cfg.Heartbeat)
 	if err != nil {
@@ -354,6 +367,10 @@ func (s *Server) mux() *asynq.ServeMux {
 
 func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		// One busy worker slot per task, whatever it carries: the Busy page's
+		// busy count (see sidekiq.Heartbeat) never exceeds Concurrency.
+		release := s.hb.Occupy()
+		defer release()
 		if t.Type() == sidekiq.BatchTaskType { // the handler tracks each of its jobs
 			err := next.ProcessTask(ctx, t)
 			s.awaitAsynqRedis(ctx)
@@ -427,13 +444,15 @@ func (s *Server) Start(ctx context.Context) error {
 		s.srv.Shutdown()
 		return fmt.Errorf("worker: %w", err)
 	}
-	if err := s.hb.Start(ctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
+	// The scheduler before the heartbeat, whose beats may read a TSTP that
+	// stops it.
 	if s.sched != nil {
 		if err := s.sched.Start(ctx); err != nil {
 			return fmt.Errorf("worker: %w", err)
 		}
+	}
+	if err := s.hb.Start(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	s.rescWG.Add(1)
 	go s.rescueLoop()
@@ -471,10 +490,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Calls held back by a failing Redis answer at once from now on (the
 	// gate still lets a probe through each interval).
 	s.redisGate.shutdown()
-	if s.sched != nil {
-		if err := s.sched.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	if err := s.stopScheduler(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	// Stop the ingress first: what it holds goes to asynq (or back to its queue).
 	if err := s.bridge.Shutdown(ctx); err != nil {
@@ -502,6 +519,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.rescWG.Wait()
+	s.awaitQuietSteps(ctx)
 	hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	if err := s.hb.Shutdown(hctx); err != nil {
 		errs = append(errs, err)

@@ -218,6 +218,13 @@ func (w *workerService) Start(ctx context.Context) error {
 	return w.srv.Start(ctx)
 }
 
+// Quiet stops taking new jobs (SIGTSTP); see worker.Server.Quiet.
+func (w *workerService) Quiet(ctx context.Context) error { return w.srv.Quiet(ctx) }
+
+// StopRequested is closed when Sidekiq asks the worker to stop (TERM in its
+// signals list): the process then shuts down as on SIGTERM.
+func (w *workerService) StopRequested() <-chan struct{} { return w.srv.StopRequested() }
+
 func (w *workerService) Shutdown(ctx context.Context) error {
 	if w.stopWait != nil {
 		w.stopWait()

@@ -276,6 +276,12 @@ type Bridge struct {
 	maintWG    sync.WaitGroup
 	killed     atomic.Bool
 
+	// quiet stops the fetch loops from moving jobs (Quiet). A move holds moveMu's
+	// read lock from its quiet check to its end, so that Quiet, taking the write
+	// lock, knows no move is under way and none will start.
+	quiet  atomic.Bool
+	moveMu sync.RWMutex
+
 	transferred, tasks, duplicates, poisoned, recovered atomic.Int64
 
 	// crashAt, when set by a test, is asked after each step of a transfer ("moved",
@@ -393,6 +399,35 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	}
 	return b.deregister(ctx, false)
 }
+
+// Quiet stops moving jobs out of queue:<name>, as a Sidekiq process stops fetching on
+// TSTP: once it returns, no move is under way and none starts; jobs pushed afterwards
+// stay in their queue for other processes. Jobs already moved are handed to asynq as
+// usual. The bridge stays registered and alive (its in-flight lists are still watched)
+// and goes on recovering dead bridges' in-flight lists into their queues; Shutdown is
+// still to be called. It waits for a move in progress (one Redis round trip) or for ctx;
+// calling it again, or after Shutdown, is harmless.
+func (b *Bridge) Quiet(ctx context.Context) error {
+	if b.quiet.Swap(true) {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		b.moveMu.Lock()
+		b.moveMu.Unlock() //nolint:staticcheck // a barrier: no move holds the read lock
+		close(done)
+	}()
+	select {
+	case <-done:
+		b.log.Info("sidekiq bridge: quiet; no longer moving jobs out of the queues")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sidekiq bridge quiet: waiting for a move in progress: %w", ctx.Err())
+	}
+}
+
+// Quieted reports whether Quiet was called.
+func (b *Bridge) Quieted() bool { return b.quiet.Load() }
 
 // lastResortDeregister deletes the alive key when jobs are left in flight, so that other
 // bridges recover them at their next round instead of after AliveTTL. It gets a second of
@@ -687,6 +722,12 @@ func (b *Bridge) fetch(q string) {
 			bo.reset(log)
 			continue
 		}
+		if b.quiet.Load() {
+			// Quiet: nothing more is moved. What a failed transfer left in the
+			// in-flight list was handled above; Shutdown drains the rest.
+			<-b.stop
+			return
+		}
 		pending, err := b.ardb.LLen(ctx, asynqPendingKey(q)).Result()
 		if err != nil {
 			if !fail("reading asynq's pending count", err) {
@@ -702,7 +743,13 @@ func (b *Bridge) fetch(q string) {
 			continue
 		}
 		// budget counts tasks; each may carry JobsPerTask jobs.
+		b.moveMu.RLock()
+		if b.quiet.Load() { // Quiet came after the check above
+			b.moveMu.RUnlock()
+			continue
+		}
 		res, err := moveScript.Run(ctx, b.rdb, []string{b.keyAlive(b.cfg.Identity), QueueKey(q), inflight}, min(budget*int64(b.cfg.JobsPerTask), int64(b.cfg.BatchSize))).Slice()
+		b.moveMu.RUnlock()
 		if err != nil {
 			// Redis may have run the script and lost only the reply (a
 			// restart, a dropped connection): the moved jobs are then in our

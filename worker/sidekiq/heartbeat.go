@@ -3,11 +3,13 @@ package sidekiq
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +32,9 @@ type HeartbeatConfig struct {
 	// Queues are listed on the Busy page. Default: DefaultQueue.
 	Queues []QueueWeight
 
-	// Concurrency is shown as the process's thread count. Default: 10.
+	// Concurrency is shown as the process's thread count (info.concurrency, and the
+	// process hash's concurrency field that Sidekiq 8.1.2+ reads): the number of worker
+	// slots. Busy never exceeds it (see Occupy). Default: 10.
 	Concurrency int
 
 	// Tag and Labels are shown next to the process. Default tag: "maskpredictor".
@@ -53,6 +57,20 @@ type HeartbeatConfig struct {
 	// else already logs (worker.Server's gate): beat failures and recoveries caused by it
 	// are then logged at debug level only.
 	RedisFault func(error) bool
+
+	// OnSignal, when set, receives the signals Sidekiq's API and Web UI send this process
+	// through the `<identity>-signals` list: "TSTP" (Process#quiet!, the Quiet button),
+	// "TERM" (Process#stop!, Stop), "TTIN" (Process#dump_threads), as Sidekiq's launcher
+	// reads them: one RPOP in each beat's MULTI. After a beat that read a signal the
+	// heartbeat beats again at once (up to a few times), so that what the signal changed
+	// (quiet) shows without waiting an Interval and a second queued signal is read too.
+	// It is called on the heartbeat's goroutine and must not block.
+	//
+	// Without OnSignal the process is advertised as embedded ("embedded": true), as a
+	// Sidekiq process that does not read its signals is: Sidekiq 7+'s Busy page then
+	// shows no Quiet/Stop buttons for it and Process#quiet!/stop! refuse it. With it, the
+	// process is a full one ("embedded": false) and gets both buttons.
+	OnSignal func(sig string)
 
 	// Logger receives beat failures. Default: zap.NewNop().
 	Logger *zap.Logger
@@ -113,8 +131,15 @@ func (c HeartbeatConfig) validate() error {
 // `<identity>` hash (info, busy, beat, quiet, rss, rtt_us, concurrency; EXPIRE TTL), the
 // `<identity>:work` hash of running jobs (Sidekiq ≥ 6.5) and the same under
 // `<identity>:workers` (what Sidekiq 6.4 reads), and the stat counters accumulated since
-// the last beat. The process is marked "embedded", so the Web UI offers no Quiet/Stop
-// buttons, whose signals this process would not read.
+// the last beat, and pops one signal of `<identity>-signals` (see OnSignal).
+//
+// Busy and concurrency. Sidekiq's Busy page computes utilisation as Σ busy / Σ
+// info.concurrency, one job per thread. A worker slot here may carry a batch task of
+// several jobs, so the jobs in hand can outnumber the slots. The heartbeat therefore
+// advertises the slots (Concurrency) and reports as busy the busy slots (Occupy), never
+// more than Concurrency and never more than the jobs running (Begin); the work hashes
+// list that many of the running jobs, oldest first. Without Occupy (a caller that tracks
+// jobs only) busy is the running jobs, capped at Concurrency.
 type Heartbeat struct {
 	cfg     HeartbeatConfig
 	log     *zap.Logger
@@ -127,17 +152,23 @@ type Heartbeat struct {
 	nextTID atomic.Uint64
 	quiet   atomic.Bool
 
+	// slots counts busy worker slots (Occupy); slotsUsed says Occupy was ever called.
+	slots     atomic.Int64
+	slotsUsed atomic.Bool
+
 	processed, failed atomic.Int64
 
 	lifeMu sync.Mutex
 	state  int // 0 new, 1 running, 2 stopped
 	stop   chan struct{}
+	kick   chan struct{} // Kick: beat now
 	wg     sync.WaitGroup
 }
 
 type work struct {
 	raw   []byte
 	runAt time.Time
+	seq   uint64 // Begin order, for jobs that began in the same instant
 }
 
 // NewHeartbeat validates cfg (after WithDefaults) and returns a Heartbeat ready to Start.
@@ -153,6 +184,7 @@ func NewHeartbeat(cfg HeartbeatConfig) (*Heartbeat, error) {
 		started: time.Now(),
 		running: map[string]work{},
 		stop:    make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	weights := map[string]int{}
 	for _, q := range cfg.Queues {
@@ -181,7 +213,7 @@ func NewHeartbeat(cfg HeartbeatConfig) (*Heartbeat, error) {
 		Labels:      cfg.Labels,
 		Identity:    cfg.Identity,
 		Version:     cfg.Version,
-		Embedded:    true,
+		Embedded:    cfg.OnSignal == nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sidekiq heartbeat: encode info: %w", err)
@@ -197,9 +229,10 @@ func (h *Heartbeat) Identity() string { return h.cfg.Identity }
 // the function to call when it ends; calling that more than once is harmless. The job
 // shows from the next beat on. Call RecordResult as well to count it in the stats.
 func (h *Heartbeat) Begin(raw []byte) (done func()) {
-	tid := strconv.FormatUint(h.nextTID.Add(1), 36)
+	seq := h.nextTID.Add(1)
+	tid := strconv.FormatUint(seq, 36)
 	h.mu.Lock()
-	h.running[tid] = work{raw: raw, runAt: time.Now()}
+	h.running[tid] = work{raw: raw, runAt: time.Now(), seq: seq}
 	h.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -211,11 +244,30 @@ func (h *Heartbeat) Begin(raw []byte) (done func()) {
 	}
 }
 
+// Occupy marks one worker slot busy (one asynq task, which may carry several jobs) until
+// release is called; calling release more than once is harmless. Once Occupy has been
+// used, the busy count of the Busy page is the busy slots (see Heartbeat).
+func (h *Heartbeat) Occupy() (release func()) {
+	h.slotsUsed.Store(true)
+	h.slots.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { h.slots.Add(-1) }) }
+}
+
 // Busy is the number of jobs between Begin and done.
 func (h *Heartbeat) Busy() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.running)
+}
+
+// shownBusy is the busy count a beat reports for n running jobs: n, at most the busy
+// slots (once Occupy is used) and at most Concurrency.
+func (h *Heartbeat) shownBusy(n int) int {
+	if h.slotsUsed.Load() {
+		n = min(n, int(max(h.slots.Load(), 0)))
+	}
+	return min(n, h.cfg.Concurrency)
 }
 
 // RecordResult counts one job execution for stat:processed (and stat:failed if it
@@ -228,8 +280,21 @@ func (h *Heartbeat) RecordResult(failed bool) {
 }
 
 // Quiet marks the process as quiet (no longer fetching) from the next beat on, as Sidekiq
-// does between TSTP and TERM.
+// does between TSTP and TERM: the Busy page shows the "quiet" label and no Quiet button.
 func (h *Heartbeat) Quiet() { h.quiet.Store(true) }
+
+// Kick makes the running heartbeat beat now (say, to show a change of quiet at once)
+// instead of at the end of its Interval. It does not wait; without a running loop it
+// does nothing.
+func (h *Heartbeat) Kick() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// IsQuiet reports whether Quiet was called.
+func (h *Heartbeat) IsQuiet() bool { return h.quiet.Load() }
 
 // Start writes the first beat and keeps beating every Interval until Shutdown. A failing
 // beat is logged and retried at the next interval; Start itself fails only if called
@@ -244,16 +309,21 @@ func (h *Heartbeat) Start(ctx context.Context) error {
 	h.state = 1
 	bctx, cancel := context.WithTimeout(ctx, min(h.cfg.Interval, startCallTimeout))
 	defer cancel()
-	if err := h.Beat(bctx); err != nil {
+	sig, err := h.beat(bctx)
+	if err != nil {
 		h.log.Log(faultLevel(h.cfg.RedisFault, err), "sidekiq heartbeat: first beat failed; retrying every interval", zap.Error(err))
 	}
 	h.wg.Add(1)
-	go h.loop()
+	go h.loop(sig)
 	return nil
 }
 
-func (h *Heartbeat) loop() {
+func (h *Heartbeat) loop(firstSig string) {
 	defer h.wg.Done()
+	if firstSig != "" { // read by Start's beat (a signal sent before this process started)
+		h.signal(firstSig)
+		_ = h.beatAndSignals()
+	}
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
 	failing := false
@@ -263,10 +333,9 @@ func (h *Heartbeat) loop() {
 		case <-h.stop:
 			return
 		case <-t.C:
+		case <-h.kick:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Interval)
-		err := h.Beat(ctx)
-		cancel()
+		err := h.beatAndSignals()
 		switch {
 		case err != nil && !failing:
 			lvl = faultLevel(h.cfg.RedisFault, err)
@@ -279,20 +348,66 @@ func (h *Heartbeat) loop() {
 	}
 }
 
-// Beat writes one heartbeat now.
+// maxSignalBeats bounds the immediate beats after beats that read a signal.
+const maxSignalBeats = 4
+
+// beatAndSignals beats, and beats again at once while a beat reads a signal (at most
+// maxSignalBeats times), each bounded by Interval.
+func (h *Heartbeat) beatAndSignals() error {
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Interval)
+		sig, err := h.beat(ctx)
+		cancel()
+		if err != nil || sig == "" || i >= maxSignalBeats {
+			return err
+		}
+		h.signal(sig)
+	}
+}
+
+// signal hands sig to OnSignal.
+func (h *Heartbeat) signal(sig string) {
+	h.log.Info("sidekiq heartbeat: signal from Sidekiq", zap.String("signal", sig))
+	h.cfg.OnSignal(sig)
+}
+
+// Beat writes one heartbeat now, and hands a signal it pops to OnSignal.
 func (h *Heartbeat) Beat(ctx context.Context) error {
+	sig, err := h.beat(ctx)
+	if sig != "" {
+		h.signal(sig)
+	}
+	return err
+}
+
+// beat writes one heartbeat and returns the signal it popped ("" if none, or without
+// OnSignal: a process that does not read its signals leaves them to expire).
+func (h *Heartbeat) beat(ctx context.Context) (string, error) {
 	start := time.Now()
 	if err := h.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("sidekiq heartbeat: %w", err)
+		return "", fmt.Errorf("sidekiq heartbeat: %w", err)
 	}
 	rtt := time.Since(start)
 
 	h.mu.Lock()
-	entries := make(map[string]any, len(h.running))
-	for tid, w := range h.running {
-		entries[tid] = workEntry(w)
+	busy := h.shownBusy(len(h.running))
+	shown := make([]string, 0, len(h.running))
+	for tid := range h.running {
+		shown = append(shown, tid)
 	}
-	busy := len(h.running)
+	if busy < len(shown) { // the oldest running jobs, one per busy slot
+		slices.SortFunc(shown, func(a, b string) int {
+			if c := h.running[a].runAt.Compare(h.running[b].runAt); c != 0 {
+				return c
+			}
+			return cmp.Compare(h.running[a].seq, h.running[b].seq)
+		})
+		shown = shown[:busy]
+	}
+	entries := make(map[string]any, len(shown))
+	for _, tid := range shown {
+		entries[tid] = workEntry(h.running[tid])
+	}
 	h.mu.Unlock()
 	processed, failed := h.processed.Swap(0), h.failed.Swap(0)
 
@@ -318,13 +433,20 @@ func (h *Heartbeat) Beat(ctx context.Context) error {
 	)
 	pipe.Expire(ctx, id, h.cfg.TTL)
 	addStats(ctx, pipe, now, int(processed), int(failed))
-	if _, err := pipe.Exec(ctx); err != nil {
+	var sigCmd *redis.StringCmd
+	if h.cfg.OnSignal != nil { // last: its redis.Nil must not hide another command's error
+		sigCmd = pipe.RPop(ctx, id+"-signals")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		// MULTI is all or nothing; count these again at the next beat.
 		h.processed.Add(processed)
 		h.failed.Add(failed)
-		return fmt.Errorf("sidekiq heartbeat: %w", err)
+		return "", fmt.Errorf("sidekiq heartbeat: %w", err)
 	}
-	return nil
+	if sigCmd == nil {
+		return "", nil
+	}
+	return sigCmd.Val(), nil
 }
 
 // workEntry is one field of <identity>:work, as Sidekiq's processor writes it:
@@ -361,7 +483,7 @@ func (h *Heartbeat) Shutdown(ctx context.Context) error {
 	pipe := h.rdb.TxPipeline()
 	addStats(ctx, pipe, time.Now(), int(processed), int(failed))
 	pipe.SRem(ctx, keyProcesses, id)
-	pipe.Unlink(ctx, id+":work", id+":workers", id)
+	pipe.Unlink(ctx, id+":work", id+":workers", id, id+"-signals")
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("sidekiq heartbeat shutdown: %w", err)
 	}

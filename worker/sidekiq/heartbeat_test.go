@@ -211,3 +211,106 @@ func TestHeartbeatConfigValidation(t *testing.T) {
 		t.Error("bad queue name accepted")
 	}
 }
+
+// TestHeartbeatSignals: with OnSignal the process is not embedded, and signals pushed
+// as Sidekiq's Process#quiet!/#stop! push them (LPUSH <identity>-signals) are read in
+// order, one per beat, with an immediate beat after each; without OnSignal the
+// process stays embedded and its signals list is left alone.
+func TestHeartbeatSignals(t *testing.T) {
+	rdb := newTestRedis(t)
+	ctx := testCtx(t)
+	got := make(chan string, 4)
+	hb, err := NewHeartbeat(HeartbeatConfig{Redis: rdb, Identity: "sig:1:abc", Interval: time.Hour, TTL: 3 * time.Hour,
+		OnSignal: func(sig string) { got <- sig }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Shutdown(context.Background()) //nolint:errcheck
+	info := rdb.HGet(ctx, hb.Identity(), "info").Val()
+	if !strings.Contains(info, `"embedded":false`) {
+		t.Errorf("info %s, want embedded false", info)
+	}
+	for _, sig := range []string{"TSTP", "TERM"} { // what quiet! then stop! write
+		rdb.LPush(ctx, hb.Identity()+"-signals", sig)
+	}
+	hb.Kick() // the beat reads TSTP, and the immediate next one TERM
+	for _, want := range []string{"TSTP", "TERM"} {
+		select {
+		case sig := <-got:
+			if sig != want {
+				t.Errorf("signal %q, want %q", sig, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+	if n := rdb.LLen(ctx, hb.Identity()+"-signals").Val(); n != 0 {
+		t.Errorf("%d signals left", n)
+	}
+
+	plain, err := NewHeartbeat(HeartbeatConfig{Redis: rdb, Identity: "plain:1:abc", Interval: time.Hour, TTL: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb.LPush(ctx, "plain:1:abc-signals", "TSTP")
+	if err := plain.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info := rdb.HGet(ctx, "plain:1:abc", "info").Val(); !strings.Contains(info, `"embedded":true`) {
+		t.Errorf("info %s without OnSignal, want embedded true", info)
+	}
+	if n := rdb.LLen(ctx, "plain:1:abc-signals").Val(); n != 1 {
+		t.Errorf("a heartbeat without OnSignal popped the signals list (%d left)", n)
+	}
+}
+
+// TestHeartbeatBusyAtMostSlots: more jobs in hand than worker slots (batch tasks)
+// show as the busy slots, at most Concurrency, with as many work entries, oldest
+// first; without Occupy the running jobs show, capped at Concurrency.
+func TestHeartbeatBusyAtMostSlots(t *testing.T) {
+	rdb := newTestRedis(t)
+	ctx := testCtx(t)
+	raw := readFixture(t, "sidekiq73_plain.json")
+	hb, err := NewHeartbeat(HeartbeatConfig{Redis: rdb, Identity: "slots:1:abc", Concurrency: 2, Interval: time.Hour, TTL: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, busy int) {
+		t.Helper()
+		if err := hb.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b := rdb.HGet(ctx, "slots:1:abc", "busy").Val()
+		for _, key := range []string{"slots:1:abc:work", "slots:1:abc:workers"} {
+			if n := rdb.HLen(ctx, key).Val(); b != strconv.Itoa(busy) || n != int64(busy) {
+				t.Errorf("%s: busy %s, %d entries in %s, want %d", what, b, n, key, busy)
+			}
+		}
+	}
+	var ends []func()
+	for range 5 {
+		ends = append(ends, hb.Begin(raw))
+	}
+	check("5 jobs, no Occupy", 2)
+	r1 := hb.Occupy()
+	check("5 jobs in one slot", 1)
+	w := rdb.HGetAll(ctx, "slots:1:abc:work").Val()
+	if _, ok := w["1"]; !ok {
+		t.Errorf("work %v, want the oldest job (tid 1)", w)
+	}
+	r2, r3 := hb.Occupy(), hb.Occupy()
+	check("5 jobs in three slots", 2)
+	r1()
+	r1()
+	r2()
+	check("one slot left", 1)
+	r3()
+	check("no slot busy", 0)
+	for _, end := range ends {
+		end()
+	}
+	check("nothing running", 0)
+}
