@@ -20,7 +20,13 @@ module MaskPredictor
   # White_Space (what Go's unicode.IsSpace reports) plus the information
   # separators U+001C..U+001F that Python's str.isspace also counts.
   WHITESPACE = "\t\n\v\f\r \u001C-\u001F\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000"
-  SEPARATORS = Regexp.new("[#{WHITESPACE}\\-\u2014,\\[\\]()]+")
+  # The compatibility forms whose NFKC is a separator also separate (the Go
+  # tokenizer's rule since issue 14): full-width （）－，［］, the small forms
+  # ﹙﹚﹐﹣﹘, the vertical forms ︵︶︐︱﹇﹈ and super/subscript ⁽⁾₍₎, so a
+  # name tokenizes as its NFKC form does.
+  COMPAT_SEPARATORS = "\uFF08\uFF09\uFF0C\uFF0D\uFF3B\uFF3D\uFE59\uFE5A\uFE50\uFE63\uFE58" \
+                      "\uFE35\uFE36\uFE10\uFE31\uFE47\uFE48\u207D\u207E\u208D\u208E"
+  SEPARATORS = Regexp.new("[#{WHITESPACE}#{COMPAT_SEPARATORS}\\-\u2014,\\[\\]()]+")
 
   module_function
 

@@ -30,6 +30,18 @@ class NormalizeTest < Minitest::Test
     end
   end
 
+  # Full-width and other compatibility separators split as their NFKC
+  # forms do, so a name's tokens are those of the string normalize splits
+  # (the Go tokenizer's rule, issue 14).
+  def test_compat_separators_split
+    { "Honeywell（DF300）N95" => %w[Honeywell DF300 N95],
+      "3M－8210，N95" => %w[3M 8210 N95],
+      "Moldex［2200］﹙N95﹚" => %w[Moldex 2200 N95] }.each do |name, toks|
+      assert_equal toks, name.split(MaskPredictor::SEPARATORS).reject(&:empty?), name
+      assert_equal toks.size, MaskPredictor.normalize(name).split(" ").size, name
+    end
+  end
+
   def test_cache_key
     assert_equal "maskpredictor:prediction:3m aura 9205+ n95", MaskPredictor.cache_key("3M Aura—9205+ N95")
   end
