@@ -577,11 +577,14 @@ func (s *Server) returnPending(ctx context.Context) (int, error) {
 				for i, r := range raws {
 					vals[len(raws)-1-i] = r
 				}
-				if err := s.cfg.Redis.RPush(ctx, sidekiq.QueueKey(q.Name), vals...).Err(); err != nil {
+				ok, err := returnTaskScript.Run(ctx, s.cfg.Redis,
+					[]string{asynqTaskKey(q.Name, t.ID), asynqQueueKeyPrefix(q.Name) + "pending", sidekiq.QueueKey(q.Name)},
+					append([]any{t.ID}, vals...)...).Int()
+				if err != nil {
 					return n, fmt.Errorf("returning %s to %s: %w", t.ID, q.Name, err)
 				}
-				if err := s.insp.DeleteTask(q.Name, t.ID); err != nil {
-					s.log.Debug("returned task could not be deleted from asynq (a worker took it)", zap.String("task_id", t.ID), zap.Error(err))
+				if ok == 0 {
+					s.log.Debug("pending task not returned: a worker took it", zap.String("task_id", t.ID))
 					continue
 				}
 				n += len(raws)
@@ -594,6 +597,39 @@ func (s *Server) returnPending(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// returnTaskScript takes a pending task out of asynq and pushes its jobs
+// back to their Sidekiq queue in one step. Pushing first and deleting after
+// (two steps) lost a job when another sidecar's bridge took the pushed copy
+// in between: its hand-over met the still existing task id, counted the job
+// as transferred and dropped it, and the delete then removed the only copy.
+// Deleting first and pushing after would lose it to a crash in between.
+// KEYS[1] the task hash, KEYS[2] the queue's pending list, KEYS[3] the
+// Sidekiq queue; ARGV[1] the task id, ARGV[2…] the jobs, newest first.
+// Returns 0 when the task is no longer pending (a worker took it).
+var returnTaskScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then
+  return 0
+end
+if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 then
+  return 0
+end
+local unique = redis.call('HGET', KEYS[1], 'unique_key')
+if unique and unique ~= '' and redis.call('GET', unique) == ARGV[1] then
+  redis.call('DEL', unique)
+end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV do
+  redis.call('RPUSH', KEYS[3], ARGV[i])
+end
+return 1
+`)
+
+// asynqQueueKeyPrefix and asynqTaskKey are asynq v0.26's key layout
+// (internal/base): TestAsynqKeyLayout pins them, so an upgrade that changes
+// it fails loudly.
+func asynqQueueKeyPrefix(q string) string { return "asynq:{" + q + "}:" }
+func asynqTaskKey(q, id string) string    { return asynqQueueKeyPrefix(q) + "t:" + id }
 
 // rescueLoop runs again the tasks asynq archived only because their worker
 // died with no retry left (retry: 0 jobs): a crash is not a failure of the
