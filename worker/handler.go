@@ -135,9 +135,8 @@ type HandlerConfig struct {
 	// rand(10)·(count+1) seconds). Tests shorten it.
 	RetryDelay func(count int) time.Duration
 
-	// Logger gets warnings (poison jobs, dead-set writes) and the per-job
-	// lines of batch tasks (LogJobs writes those of single-job tasks).
-	// Default: no-op.
+	// Logger gets warnings and one line per job of every task (message
+	// "job"). Default: no-op.
 	Logger *zap.Logger
 }
 
