@@ -30,17 +30,14 @@ import (
 // retried by asynq whole; jobs already written find their done markers, and
 // jobs already recorded as failed their markers too. On shutdown, asynq
 // requeues the task as it is.
-//
-// single says the task is a sidekiq.TaskType task, whose Busy-page entry and
-// stat:processed count the Server's middleware keeps.
-func (h *Handler) run(ctx context.Context, raws [][]byte, single bool) error {
+func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 	queue, _ := asynq.GetQueueName(ctx)
 	start := time.Now()
 	infos := make([]*jobInfo, len(raws))
 	ends := make([]func(), len(raws))
 	for i, raw := range raws {
 		infos[i] = &jobInfo{queue: queue}
-		if h.cfg.Tracker != nil && !single {
+		if h.cfg.Tracker != nil {
 			ends[i] = h.cfg.Tracker.Begin(raw)
 		}
 	}
@@ -112,7 +109,7 @@ func (h *Handler) run(ctx context.Context, raws [][]byte, single bool) error {
 		// Executions count in stat:processed (failures in stat:failed where
 		// they were recorded) and on the Metrics tab, each job with its share
 		// of the task's time.
-		if h.cfg.Tracker != nil && !single {
+		if h.cfg.Tracker != nil {
 			h.cfg.Tracker.RecordResult(false)
 		}
 		metrics.Add(parsed[i], d/time.Duration(len(raws)), info.outcome != outcomeOK)

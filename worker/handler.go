@@ -121,15 +121,11 @@ type HandlerConfig struct {
 	// or through ActiveJob's wrapper).
 	Classes []string
 
-	// Tracker, when set, sees each job of a batch task begin and end (the
-	// Busy page) and counts its execution in stat:processed; single-job tasks
-	// are tracked by the Server's middleware. Failures are counted in
-	// stat:failed where they are recorded (sidekiq.Client.Fail), not here.
+	// Tracker, when set, sees each job of every task begin and end (the
+	// Busy page) and counts its execution in stat:processed. Failures are
+	// counted in stat:failed where they are recorded (sidekiq.Client.Fail),
+	// not here.
 	Tracker JobTracker
-	// Split is no longer used: a failed job goes to Sidekiq's retry set itself
-	// (sidekiq.Client.Fail) instead of being handed over as a single-job task.
-	// Kept so that existing wiring compiles.
-	Split func(ctx context.Context, queue string, raws [][]byte) error
 	// RetryDelay is the wait before the retry of a job whose retry_count is
 	// now count. Default: sidekiq.Backoff (Sidekiq's count⁴ + 15 +
 	// rand(10)·(count+1) seconds). Tests shorten it.
@@ -288,7 +284,7 @@ type item struct {
 // completes; only when even that write fails is the task retried by asynq.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if t.Type() != sidekiq.BatchTaskType {
-		return h.run(ctx, [][]byte{t.Payload()}, true)
+		return h.run(ctx, [][]byte{t.Payload()})
 	}
 	raws, err := sidekiq.DecodeBatch(t.Payload())
 	if err != nil {
@@ -298,7 +294,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.log.Error("batch task cannot be decoded; archived", zap.String("task_id", id), zap.Error(err))
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	return h.run(ctx, raws, false)
+	return h.run(ctx, raws)
 }
 
 // replyError tells a caller waiting on the job's reply_to why no prediction

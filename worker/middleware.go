@@ -3,7 +3,6 @@ package worker
 import (
 	"time"
 
-	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -35,22 +34,6 @@ const (
 	outcomeInterrupted = "interrupted" // shutdown or asynq's deadline: asynq requeues the task
 	outcomeRetry       = "retry"       // the failure could not be recorded: asynq retries the task
 )
-
-// jobInfoKey is no longer set in a task's context: the Server's middleware,
-// which looks for it, then counts a single-job task's execution in
-// stat:processed and a failure only when the task itself fails (its job's
-// failure is counted in stat:failed by sidekiq.Client.Fail, with its retry or
-// dead entry). Kept until server.go stops looking.
-type jobInfoKey struct{}
-
-// LogJobs is the middleware that used to write single-job tasks' lines. The
-// handler now writes one line per job of every task itself (message "job":
-// jid, queue, mask name(s), duration, cache hit, fallback and outcome;
-// successful jobs at Info, failed ones at Warn, dead and discarded ones at
-// Error), so it passes tasks through; kept so that existing wiring compiles.
-func LogJobs(*zap.Logger) asynq.MiddlewareFunc {
-	return func(next asynq.Handler) asynq.Handler { return next }
-}
 
 // writeJobLine writes the line of one job (message "job", which the
 // /metrics job-latency tap relies on).

@@ -230,16 +230,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	// The handler hands failed batches' jobs to the bridge (Split), and the
-	// bridge asks the handler's Check before a job enters asynq, so that
+	// The bridge asks the handler's Check before a job enters asynq, so that
 	// poison goes to the dead set straight from the queue and is stored once.
 	var bridge *sidekiq.Bridge
 	hcfg := cfg.Handler
 	if hcfg.Tracker == nil {
 		hcfg.Tracker = hb
-	}
-	if hcfg.Split == nil {
-		hcfg.Split = func(ctx context.Context, q string, raws [][]byte) error { return bridge.EnqueueEach(ctx, q, raws) }
 	}
 	if hcfg.Guard == nil { // no cache writes into a Redis near its maxmemory
 		if hcfg.Guard, err = cache.NewGuard(cfg.Redis, cache.GuardConfig{Logger: cfg.Logger.Named("cache-guard")}); err != nil {
@@ -355,10 +351,11 @@ func (s *Server) Handler() *Handler { return s.handler }
 // Identity is the process identity on Sidekiq's Busy page.
 func (s *Server) Identity() string { return s.cfg.Identity }
 
-// mux builds the handler chain: log line → Busy page and stats → handler.
+// mux builds the handler chain: a busy worker slot → handler, which writes
+// each job's log line, Busy-page entry and stats, for every task alike (a
+// single-job task is a batch of one).
 func (s *Server) mux() *asynq.ServeMux {
 	mux := asynq.NewServeMux()
-	mux.Use(LogJobs(s.log))
 	mux.Use(s.heartbeatMiddleware)
 	mux.Handle(sidekiq.TaskType, s.handler)
 	mux.Handle(sidekiq.BatchTaskType, s.handler)
@@ -371,20 +368,7 @@ func (s *Server) heartbeatMiddleware(next asynq.Handler) asynq.Handler {
 		// busy count (see sidekiq.Heartbeat) never exceeds Concurrency.
 		release := s.hb.Occupy()
 		defer release()
-		if t.Type() == sidekiq.BatchTaskType { // the handler tracks each of its jobs
-			err := next.ProcessTask(ctx, t)
-			s.awaitAsynqRedis(ctx)
-			return err
-		}
-		done := s.hb.Begin(t.Payload())
-		defer done()
-		err := next.ProcessTask(ctx, t)
-		if ctx.Err() == nil || err == nil { // interrupted jobs are requeued, not counted
-			// A job ended in the dead set (or discarded) completes its task
-			// (nil), but it failed, for Sidekiq's Failed count as for Ruby's.
-			ji, _ := ctx.Value(jobInfoKey{}).(*jobInfo)
-			s.hb.RecordResult(err != nil || ji != nil && (ji.outcome == "dead" || ji.outcome == "discarded"))
-		}
+		err := next.ProcessTask(ctx, t) // the handler tracks each of its jobs
 		s.awaitAsynqRedis(ctx)
 		return err
 	})

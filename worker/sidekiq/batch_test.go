@@ -174,33 +174,6 @@ func TestBridgeBatchRedeliveryIsNoOp(t *testing.T) {
 	}
 }
 
-func TestBridgeEnqueueEach(t *testing.T) {
-	rdb := newTestRedis(t)
-	cfg := testBridgeConfig(t, rdb)
-	b, err := NewBridge(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raws := [][]byte{
-		[]byte(`{"class":"MaskPredictionJob","args":["a"],"jid":"j1","retry":3}`),
-		[]byte(`{"class":"MaskPredictionJob","args":["b"],"jid":"j2","retry":false}`),
-	}
-	ctx := testCtx(t)
-	for range 2 { // the second time: already there, no error
-		if err := b.EnqueueEach(ctx, testQueue, raws); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var want []string
-	for _, r := range raws {
-		want = append(want, string(r))
-	}
-	checkOneTaskPerDelivery(t, rdb, testQueue, want)
-	if err := b.EnqueueEach(ctx, testQueue, [][]byte{[]byte(`nope`)}); !errors.Is(err, ErrPoison) {
-		t.Errorf("EnqueueEach of a poison payload: %v", err)
-	}
-}
-
 // With batches, MaxPending still counts tasks and a move fills them: with 2
 // task slots of 5 jobs, 10 jobs leave the queue in 2 tasks and the backlog
 // stays in queue:<name>. TaskTimeout is per job: a batch of 5 gets 5 of them.

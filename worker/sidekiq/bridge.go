@@ -984,25 +984,6 @@ func (b *Bridge) enqueueTask(ctx context.Context, q string, jobs []*Job, count b
 	}
 }
 
-// EnqueueEach hands jobs (exact payloads, already checked by ParseJob) to asynq in
-// queue q as single-job tasks, the way a bridge with JobsPerTask 1 would: the worker
-// splits a batch task that failed for a transient reason this way, so that each job
-// retries on its own, with its own retry setting. Jobs already in asynq under their
-// delivery id are skipped.
-func (b *Bridge) EnqueueEach(ctx context.Context, q string, raws [][]byte) error {
-	for _, raw := range raws {
-		job, err := ParseJob(raw)
-		if err != nil {
-			// The worker sends poison jobs to the dead set itself; one here is a bug.
-			return fmt.Errorf("sidekiq bridge: splitting a batch: %w", err)
-		}
-		if err := b.enqueueTask(ctx, q, []*Job{job}, false); err != nil {
-			return fmt.Errorf("sidekiq bridge: splitting a batch: %w", err)
-		}
-	}
-	return nil
-}
-
 var returnScript = redis.NewScript(`
 -- KEYS[1] in-flight list, KEYS[2] queue:<name>; ARGV[1] the job.
 -- Moves one specific job back to the pop end of its queue, atomically.

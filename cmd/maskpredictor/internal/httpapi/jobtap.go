@@ -8,7 +8,7 @@ import (
 )
 
 // TapJobLogs returns log with a tap that turns the worker's per-job log
-// line (message "job", fields queue, duration, outcome: worker.LogJobs) into
+// line (message "job", fields queue, duration, outcome: written by worker.Handler for every job) into
 // maskpredictor_job_duration_seconds, whatever the log level. The worker
 // takes no middleware from outside, and its log line is the one place a
 // job's duration and outcome are reported.
