@@ -94,16 +94,8 @@ func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 	d := time.Since(start)
 	metrics := sidekiq.NewMetrics()
 	for i, info := range infos {
-		if info.outcome == "" {
-			info.outcome = outcomeOK
-		}
-		var jerr error
-		if info.outcome != outcomeOK {
-			jerr = info.err
-		}
-		writeJobLine(h.log, info, d, jerr)
-		switch info.outcome {
-		case outcomeInterrupted, outcomeRetry: // counted when they run again
+		writeJobLine(h.log, info, d, info.err)
+		if !info.outcome.Ended() { // counted when they run again
 			continue
 		}
 		// Executions count in stat:processed (failures in stat:failed where
@@ -112,7 +104,7 @@ func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 		if h.cfg.Tracker != nil {
 			h.cfg.Tracker.RecordResult(false)
 		}
-		metrics.Add(parsed[i], d/time.Duration(len(raws)), info.outcome != outcomeOK)
+		metrics.Add(parsed[i], d/time.Duration(len(raws)), info.outcome != OutcomeOK)
 	}
 	if ctx.Err() == nil {
 		if err := h.cfg.Sidekiq.RecordMetrics(ctx, metrics); err != nil {
@@ -202,7 +194,7 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		// Shutdown, or asynq's own deadline: asynq requeues or retries the
 		// task whole, whatever this returns.
 		for _, i := range idx {
-			infos[i].outcome = outcomeInterrupted
+			infos[i].outcome = OutcomeInterrupted
 		}
 		return cmp.Or(failure, ctx.Err())
 	}
@@ -231,7 +223,7 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		err = fmt.Errorf("recording %d failed jobs in Sidekiq's retry or dead set: %w (first failure: %w)",
 			len(idx), err, cmp.Or(failure, poison[idx[0]]))
 		for _, i := range idx {
-			infos[i].outcome, infos[i].err = outcomeRetry, err
+			infos[i].outcome, infos[i].err = OutcomeRetry, err
 		}
 		return err
 	}
@@ -241,10 +233,10 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		switch r.Fate {
 		case sidekiq.FateRetry:
 			h.retrying.Add(1)
-			info.outcome, info.retryAt = outcomeRetrying, r.At
+			info.outcome, info.retryAt = OutcomeRetrying, r.At
 		case sidekiq.FateDead:
 			h.dead.Add(1)
-			info.outcome = outcomeDead
+			info.outcome = OutcomeDead
 			if !errors.Is(poison[i], errBadReplyKey) { // that key is the one thing not to write to
 				h.replyError(ctx, parsed[i], info, fs[k].ErrorClass+": "+fs[k].ErrorMessage)
 			}
@@ -253,13 +245,13 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 			// log line (outcome "discarded", at error level), the counter, and the
 			// reply to a waiting caller.
 			h.discarded.Add(1)
-			info.outcome = outcomeDiscarded
+			info.outcome = OutcomeDiscarded
 			h.replyError(ctx, parsed[i], info, fmt.Sprintf("discarded (retry: false): failed %d times, last: %s",
 				r.RetryCount+1, fs[k].ErrorMessage))
 		default:
 			// The delivery had ended already: another run of it wrote it back or
 			// recorded its failure.
-			info.outcome, info.duplicate = outcomeDuplicate, true
+			info.outcome, info.duplicate = OutcomeDuplicate, true
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,33 +19,58 @@ type jobInfo struct {
 	duplicate  bool     // the write-back of this delivery had already happened
 	label      bool     // a MaskLabelJob
 	warnings   []string // its label's convention findings (stored anyway)
-	outcome    string   // one of the outcome constants
-	retryCount int      // the retry_count its failure was recorded with
+	outcome    Outcome
+	retryCount int // the retry_count its failure was recorded with
 	retryAt    time.Time
 	err        error
 }
 
-// A job's outcome (the log line's "outcome").
+// Outcome is how one job of a task ended. Its String is the log line's
+// "outcome" and the outcome label of /metrics' job histogram, which
+// operators' queries and alerts read: those strings must not change.
+//
+// The names map onto it so: done → OutcomeOK; cached → OutcomeOK
+// too (a cache hit is the event's CacheHit, not a fate: the job ended the
+// same way); poison → OutcomeDead (or, for a job back from the dead set,
+// OutcomeRetrying once, see sidekiq.RedeadField); retrying → OutcomeRetrying;
+// dead → OutcomeDead, or OutcomeDiscarded when "retry": false / "dead": false
+// keep it out of the dead set; returned → OutcomeInterrupted (asynq requeues
+// the task) or OutcomeRetry (asynq retries it). OutcomeDuplicate is a
+// delivery another run had already ended.
+type Outcome uint8
+
+// The outcomes. The zero value is OutcomeOK: a job nothing went wrong with.
 const (
-	outcomeOK          = "ok"          // predicted (or stored, for a label) and written back
-	outcomeRetrying    = "retrying"    // failed; in Sidekiq's retry set
-	outcomeDead        = "dead"        // in Sidekiq's dead set (poison, or out of retries)
-	outcomeDiscarded   = "discarded"   // out of retries with "retry": false / "dead": false
-	outcomeDuplicate   = "duplicate"   // failed, but another run of the delivery had ended it
-	outcomeInterrupted = "interrupted" // shutdown or asynq's deadline: asynq requeues the task
-	outcomeRetry       = "retry"       // the failure could not be recorded: asynq retries the task
+	OutcomeOK          Outcome = iota // "ok": predicted (or stored, for a label) and written back
+	OutcomeRetrying                   // "retrying": failed; in Sidekiq's retry set
+	OutcomeDead                       // "dead": in Sidekiq's dead set (poison, or out of retries)
+	OutcomeDiscarded                  // "discarded": out of retries with "retry": false / "dead": false
+	OutcomeDuplicate                  // "duplicate": failed, but another run of the delivery had ended it
+	OutcomeInterrupted                // "interrupted": shutdown or asynq's deadline; asynq requeues the task
+	OutcomeRetry                      // "retry": the failure could not be recorded; asynq retries the task
 )
+
+var outcomeNames = [...]string{"ok", "retrying", "dead", "discarded", "duplicate", "interrupted", "retry"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Ended reports whether the job's execution ended here (it counts in
+// stat:processed and on the Metrics tab); an interrupted or retried task
+// runs its jobs again, and they count then.
+func (o Outcome) Ended() bool { return o != OutcomeInterrupted && o != OutcomeRetry }
 
 // writeJobLine writes the line of one job (message "job", which the
 // /metrics job-latency tap relies on).
 func writeJobLine(log *zap.Logger, ji *jobInfo, d time.Duration, err error) {
 	level := zapcore.InfoLevel
 	switch ji.outcome {
-	case outcomeOK, "":
-		if err != nil {
-			level = zapcore.WarnLevel
-		}
-	case outcomeDead, outcomeDiscarded:
+	case OutcomeOK:
+	case OutcomeDead, OutcomeDiscarded:
 		level = zapcore.ErrorLevel
 	default:
 		level = zapcore.WarnLevel
@@ -83,18 +109,11 @@ func writeJobLine(log *zap.Logger, ji *jobInfo, d time.Duration, err error) {
 			fields = append(fields, zap.Strings("label_warnings", ji.warnings))
 		}
 	}
-	outcome := ji.outcome
-	if outcome == "" {
-		outcome = "ok"
-		if err != nil {
-			outcome = "error"
-		}
-	}
-	fields = append(fields, zap.String("outcome", outcome))
-	switch outcome {
-	case outcomeRetrying:
+	fields = append(fields, zap.String("outcome", ji.outcome.String()))
+	switch ji.outcome {
+	case OutcomeRetrying:
 		fields = append(fields, zap.Int("retry_count", ji.retryCount), zap.Time("retry_at", ji.retryAt))
-	case outcomeDead, outcomeDiscarded:
+	case OutcomeDead, OutcomeDiscarded:
 		fields = append(fields, zap.Int("retry_count", ji.retryCount))
 	}
 	if err != nil {
