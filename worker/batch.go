@@ -33,10 +33,10 @@ import (
 func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 	queue, _ := asynq.GetQueueName(ctx)
 	start := time.Now()
-	infos := make([]*jobInfo, len(raws))
+	evs := make([]*JobEvent, len(raws))
 	ends := make([]func(), len(raws))
 	for i, raw := range raws {
-		infos[i] = &jobInfo{queue: queue}
+		evs[i] = &JobEvent{Queue: queue}
 		if h.cfg.Tracker != nil {
 			ends[i] = h.cfg.Tracker.Begin(raw)
 		}
@@ -53,7 +53,7 @@ func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 	poison := make([]error, len(raws))        // the reason a job can never succeed
 	var jobs []*pjob
 	for i, raw := range raws {
-		j, err := h.prepare(raw, infos[i])
+		j, err := h.prepare(raw, evs[i])
 		if j != nil {
 			parsed[i] = j.job
 		}
@@ -89,22 +89,21 @@ func (h *Handler) run(ctx context.Context, raws [][]byte) error {
 			left[j.index] = true
 		}
 	}
-	result := h.settle(ctx, queue, raws, parsed, infos, left, poison, failure)
+	result := h.settle(ctx, queue, raws, parsed, evs, left, poison, failure)
 
 	d := time.Since(start)
 	metrics := sidekiq.NewMetrics()
-	for i, info := range infos {
-		writeJobLine(h.log, info, d, info.err)
-		if !info.outcome.Ended() { // counted when they run again
-			continue
+	for i, ev := range evs {
+		ev.Duration = d
+		for _, o := range h.observers {
+			o.JobDone(*ev)
 		}
-		// Executions count in stat:processed (failures in stat:failed where
-		// they were recorded) and on the Metrics tab, each job with its share
-		// of the task's time.
-		if h.cfg.Tracker != nil {
-			h.cfg.Tracker.RecordResult(false)
+		// Ended executions count on the Metrics tab (and, through the
+		// Tracker's observer, in stat:processed), each job with its share of
+		// the task's time; interrupted ones count when they run again.
+		if ev.Outcome.Ended() {
+			metrics.Add(parsed[i], d/time.Duration(len(raws)), ev.Outcome != OutcomeOK)
 		}
-		metrics.Add(parsed[i], d/time.Duration(len(raws)), info.outcome != OutcomeOK)
 	}
 	if ctx.Err() == nil {
 		if err := h.cfg.Sidekiq.RecordMetrics(ctx, metrics); err != nil {
@@ -178,13 +177,13 @@ func (h *Handler) work(ctx context.Context, jobs []*pjob, poison []error) error 
 // settle ends the jobs marked in left (see run) and returns the task's
 // result. ctx is the task's own context; failure is what stopped the work,
 // if anything.
-func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parsed []*sidekiq.Job, infos []*jobInfo,
+func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parsed []*sidekiq.Job, evs []*JobEvent,
 	left []bool, poison []error, failure error) error {
 	var idx []int
 	for i, l := range left {
 		if l {
 			idx = append(idx, i)
-			infos[i].err = cmp.Or(poison[i], failure)
+			evs[i].Err = cmp.Or(poison[i], failure)
 		}
 	}
 	if len(idx) == 0 {
@@ -194,7 +193,7 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		// Shutdown, or asynq's own deadline: asynq requeues or retries the
 		// task whole, whatever this returns.
 		for _, i := range idx {
-			infos[i].outcome = OutcomeInterrupted
+			evs[i].Outcome = OutcomeInterrupted
 		}
 		return cmp.Or(failure, ctx.Err())
 	}
@@ -223,35 +222,35 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		err = fmt.Errorf("recording %d failed jobs in Sidekiq's retry or dead set: %w (first failure: %w)",
 			len(idx), err, cmp.Or(failure, poison[idx[0]]))
 		for _, i := range idx {
-			infos[i].outcome, infos[i].err = OutcomeRetry, err
+			evs[i].Outcome, evs[i].Err = OutcomeRetry, err
 		}
 		return err
 	}
 	for k, i := range idx {
-		info, r := infos[i], res[k]
-		info.retryCount = r.RetryCount
+		ev, r := evs[i], res[k]
+		ev.RetryCount = r.RetryCount
 		switch r.Fate {
 		case sidekiq.FateRetry:
 			h.retrying.Add(1)
-			info.outcome, info.retryAt = OutcomeRetrying, r.At
+			ev.Outcome, ev.RetryAt = OutcomeRetrying, r.At
 		case sidekiq.FateDead:
 			h.dead.Add(1)
-			info.outcome = OutcomeDead
+			ev.Outcome = OutcomeDead
 			if !errors.Is(poison[i], errBadReplyKey) { // that key is the one thing not to write to
-				h.replyError(ctx, parsed[i], info, fs[k].ErrorClass+": "+fs[k].ErrorMessage)
+				h.replyError(ctx, parsed[i], fs[k].ErrorClass+": "+fs[k].ErrorMessage)
 			}
 		case sidekiq.FateDiscarded:
 			// No dead-set entry, as in Sidekiq, but never without a trace: the
 			// log line (outcome "discarded", at error level), the counter, and the
 			// reply to a waiting caller.
 			h.discarded.Add(1)
-			info.outcome = OutcomeDiscarded
-			h.replyError(ctx, parsed[i], info, fmt.Sprintf("discarded (retry: false): failed %d times, last: %s",
+			ev.Outcome = OutcomeDiscarded
+			h.replyError(ctx, parsed[i], fmt.Sprintf("discarded (retry: false): failed %d times, last: %s",
 				r.RetryCount+1, fs[k].ErrorMessage))
 		default:
 			// The delivery had ended already: another run of it wrote it back or
 			// recorded its failure.
-			info.outcome, info.duplicate = OutcomeDuplicate, true
+			ev.Outcome, ev.Duplicate = OutcomeDuplicate, true
 		}
 	}
 	return nil

@@ -126,6 +126,9 @@ type HandlerConfig struct {
 	// counted in stat:failed where they are recorded (sidekiq.Client.Fail),
 	// not here.
 	Tracker JobTracker
+	// Observers are told about each job's end (JobObserver), after the
+	// job's log line and the Tracker's count; cmd feeds /metrics from one.
+	Observers []JobObserver
 	// RetryDelay is the wait before the retry of a job whose retry_count is
 	// now count. Default: sidekiq.Backoff (Sidekiq's count⁴ + 15 +
 	// rand(10)·(count+1) seconds). Tests shorten it.
@@ -215,8 +218,9 @@ func (c HandlerConfig) validate() error {
 // Handler is the asynq handler for sidekiq.TaskType. It is safe for
 // concurrent use.
 type Handler struct {
-	cfg HandlerConfig
-	log *zap.Logger
+	cfg       HandlerConfig
+	log       *zap.Logger
+	observers []JobObserver // the log line, the Tracker, then cfg.Observers
 
 	hits, misses atomic.Int64
 	poison, dead atomic.Int64
@@ -232,7 +236,11 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger}, nil
+	obs := []JobObserver{logObserver{cfg.Logger}}
+	if cfg.Tracker != nil {
+		obs = append(obs, trackerObserver{cfg.Tracker})
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger, observers: append(obs, cfg.Observers...)}, nil
 }
 
 // Config returns the effective configuration.
@@ -300,12 +308,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // replyError tells a caller waiting on the job's reply_to why no prediction
 // comes (sidekiq.Client.ReplyError). Best effort: the job has ended already,
 // and a caller that gets no reply still times out as before.
-func (h *Handler) replyError(ctx context.Context, job *sidekiq.Job, info *jobInfo, reason string) {
+func (h *Handler) replyError(ctx context.Context, job *sidekiq.Job, reason string) {
 	if job == nil {
 		return
 	}
 	if _, err := h.cfg.Sidekiq.ReplyError(ctx, job, reason, h.cfg.ReplyTTL); err != nil {
-		h.log.Warn("could not reply the job's error to its reply_to", zap.String("jid", info.jid), zap.Error(err))
+		h.log.Warn("could not reply the job's error to its reply_to", zap.String("jid", job.JID), zap.Error(err))
 	}
 }
 
@@ -322,7 +330,7 @@ const jsonSizeHint = 1024
 // pjob is one Sidekiq job on its way through the handler.
 type pjob struct {
 	job     *sidekiq.Job
-	info    *jobInfo
+	ev      *JobEvent     // its end, as observers will see it
 	label   *labels.Label // a MaskLabelJob's label (then there are no items)
 	items   []item
 	replyTo string
@@ -336,7 +344,7 @@ type pjob struct {
 // effect, so a job is done whole or not at all. Its errors are poison; the
 // pjob is returned with them once the payload parsed (its Sidekiq job is what
 // the failure is recorded for).
-func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
+func (h *Handler) prepare(raw []byte, ev *JobEvent) (*pjob, error) {
 	if len(raw) > h.cfg.MaxPayloadBytes {
 		return nil, poisonf("payload is %d bytes, over the limit of %d", len(raw), h.cfg.MaxPayloadBytes)
 	}
@@ -344,10 +352,10 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &pjob{job: job, info: info}
-	info.jid = job.JID
-	if info.queue == "" {
-		info.queue = job.Queue
+	j := &pjob{job: job, ev: ev}
+	ev.JID, ev.Class = job.JID, job.RunsAs()
+	if ev.Queue == "" {
+		ev.Queue = job.Queue
 	}
 	if err := job.CheckClass(h.cfg.Classes); err != nil {
 		return j, err
@@ -356,13 +364,13 @@ func (h *Handler) prepare(raw []byte, info *jobInfo) (*pjob, error) {
 	if err != nil {
 		return j, err
 	}
-	info.names = reqs
+	ev.Names = reqs
 	if job.IsLabel() {
 		l, err := h.labelOf(job)
 		if err != nil {
 			return j, err
 		}
-		info.label = true
+		ev.Label = true
 		j.label = &l
 		return j, nil
 	}
@@ -441,7 +449,7 @@ func (h *Handler) storeLabel(ctx context.Context, j *pjob) error {
 		return &poisonError{fmt.Errorf("%s: %w", sidekiq.LabelClass, refused)}
 	}
 	j.ok = true
-	j.info.warnings = warnings
+	j.ev.LabelWarnings = warnings
 	h.labelled.Add(1)
 	return nil
 }
@@ -487,11 +495,11 @@ func (h *Handler) predict(pr Predictor, j *pjob, fresh map[string]*predictor.Pre
 		if first := fresh[it.norm]; first != nil && it.norm != "" {
 			if ans, ok := cache.Answer(first, it.req.MaskName, it.norm, it.toks); ok {
 				it.pred, it.hit = ans, true
-				j.info.hits++
+				j.ev.Hits++
 				h.hits.Add(1)
 				h.misses.Add(-1)
 				if ans.Fallback {
-					j.info.fallback = true
+					j.ev.Fallback = true
 				}
 				continue
 			}
@@ -506,7 +514,7 @@ func (h *Handler) predict(pr Predictor, j *pjob, fresh map[string]*predictor.Pre
 		}
 		it.pred = p
 		if p.Fallback {
-			j.info.fallback = true
+			j.ev.Fallback = true
 		}
 		if it.norm != "" {
 			it.json = p.AppendJSON(make([]byte, 0, jsonSizeHint))
@@ -570,14 +578,14 @@ func (h *Handler) lookup(ctx context.Context, pr Predictor, jobs []*pjob) error 
 		if ans, ok := cache.Answer(p, it.req.MaskName, it.norm, it.toks); ok {
 			it.pred, it.hit = ans, true
 			if ans.Fallback {
-				j.info.fallback = true
+				j.ev.Fallback = true
 			}
 		}
 	}
 	for _, j := range jobs {
 		for _, it := range j.items {
 			if it.hit {
-				j.info.hits++
+				j.ev.Hits++
 				h.hits.Add(1)
 			} else {
 				h.misses.Add(1)
@@ -781,7 +789,7 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		case !res.wrote[i] && attempts == 1:
 			// After a lost reply the marker may be this task's own: only the
 			// first attempt tells a duplicate delivery.
-			j.info.duplicate = true
+			j.ev.Duplicate = true
 		}
 	}
 	for _, j := range jobs {

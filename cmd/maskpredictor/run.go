@@ -149,7 +149,7 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
-	// The HTTP server first: its metrics observe the worker's job log lines.
+	// The HTTP server first: its metrics observe the worker's jobs.
 	opt, err := wf.redis.options(sys, log)
 	if err != nil {
 		return err
@@ -171,7 +171,12 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 		return err
 	}
 	rl.registerMetrics(hs.metrics)
-	if w, err = newWorkerService(ctx, sys, &wf, l, hs.metrics.TapJobLogs(log)); err != nil {
+	// /metrics' job histogram observes every job's end (queue, outcome,
+	// duration), as the job's log line does.
+	jobMetrics := worker.JobObserverFunc(func(e worker.JobEvent) {
+		hs.metrics.ObserveJob(e.Queue, e.Outcome.String(), e.Duration)
+	})
+	if w, err = newWorkerService(ctx, sys, &wf, l, log, jobMetrics); err != nil {
 		hs.close()
 		return err
 	}

@@ -105,8 +105,9 @@ type workerService struct {
 }
 
 // newWorkerService builds the worker around the loaded model l (its
-// predictor.Live, which the reloader swaps). Nothing touches Redis yet.
-func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, log *zap.Logger) (*workerService, error) {
+// predictor.Live, which the reloader swaps). Nothing touches Redis yet. obs
+// are told about every job's end besides its log line (run's /metrics).
+func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, log *zap.Logger, obs ...worker.JobObserver) (*workerService, error) {
 	queues, err := sidekiq.ParseQueues(wf.queues)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --queues: %v", errUsage, err)
@@ -173,6 +174,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 			CallbackQueue: wf.callbackQueue,
 			Limits:        wf.limits,
 			Classes:       classes,
+			Observers:     obs,
 		},
 		Queues:           queues,
 		Concurrency:      wf.concurrency,

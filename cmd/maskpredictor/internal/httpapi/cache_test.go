@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -258,36 +256,6 @@ func TestRecentSkipsFallback(t *testing.T) {
 	do(t, ts, "POST", "/predict", `{"mask_name":"3M 1860s"}`)
 	if got := ts.recent.Lowest(10); len(got) != 1 || got[0].MaskName != "3M 1860s" || got[0].Confidence <= 0 {
 		t.Errorf("%+v", got)
-	}
-}
-
-func TestJobLogTap(t *testing.T) {
-	m := NewMetrics(MetricsConfig{})
-	core, logs := observer.New(zapcore.WarnLevel) // Info lines are not written…
-	log := m.TapJobLogs(zap.New(core))
-	log.Info("job", zap.String("jid", "j1"), zap.String("queue", "mask_predictions"),
-		zap.Duration("duration", 7*time.Millisecond), zap.String("outcome", "ok"))
-	log.Error("job", zap.String("queue", "mask_predictions"), zap.Duration("duration", time.Second), zap.String("outcome", "dead"))
-	log.With(zap.String("x", "y")).Info("job", zap.String("queue", "q2"), zap.Duration("duration", time.Millisecond), zap.String("outcome", "ok"))
-	log.Info("not a job", zap.Duration("duration", time.Second))
-	log.Named("sub").Info("job", zap.Duration("duration", time.Second))
-	if logs.Len() != 1 || logs.All()[0].Message != "job" {
-		t.Errorf("the tap changed what is logged: %v", logs.All())
-	}
-	count := func(labels string) uint64 {
-		h, err := m.jobDur.GetMetricWithLabelValues(strings.Split(labels, ",")...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pb dto.Metric
-		if err := h.(prometheus.Metric).Write(&pb); err != nil {
-			t.Fatal(err)
-		}
-		return pb.GetHistogram().GetSampleCount()
-	}
-	// …but every job line is observed.
-	if count("mask_predictions,ok") != 1 || count("mask_predictions,dead") != 1 || count("q2,ok") != 1 {
-		t.Errorf("observed %d %d %d", count("mask_predictions,ok"), count("mask_predictions,dead"), count("q2,ok"))
 	}
 }
 

@@ -228,7 +228,9 @@ func (m *Metrics) ObserveAdminLoginFailure(throttled bool) {
 	m.adminFailures.Inc()
 }
 
-// ObserveJob records one job of the in-process worker.
+// ObserveJob records one job of the in-process worker: cmd calls it from a
+// worker.JobObserver, with the job's queue, outcome (worker.Outcome.String)
+// and its task's duration.
 func (m *Metrics) ObserveJob(queue, outcome string, d time.Duration) {
 	m.jobDur.WithLabelValues(queue, outcome).Observe(d.Seconds())
 }
