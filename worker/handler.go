@@ -749,8 +749,8 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 				// One buffer for all callbacks of the write: a slice taken before
 				// the buffer grows keeps pointing at the old array, still valid.
 				start := len(cbuf)
-				cbuf = appendCallbackJob(cbuf, h.cfg.CallbackQueue, h.cfg.CallbackClass,
-					callbackJID(delivery, i), now, j.job.JID, it.req.MaskID, it.req.MaskName, it.json)
+				cbuf = sidekiq.AppendCallbackJob(cbuf, sidekiq.Callback{Queue: h.cfg.CallbackQueue, Class: h.cfg.CallbackClass,
+					JID: callbackJID(delivery, i), At: now, Source: j.job.JID, MaskID: it.req.MaskID, MaskName: it.req.MaskName, Prediction: it.json})
 				args = append(args, cbuf[start:len(cbuf):len(cbuf)])
 			}
 		}
