@@ -67,7 +67,7 @@ type Config struct {
 	RescueInterval time.Duration
 
 	// Identity names this process on Sidekiq's Busy page and its bridge
-	// in-flight lists. Default: sidekiq.NewIdentity().
+	// in-flight lists. Default: sidekiq.NewIdentity("").
 	Identity string
 
 	// Bridge, Heartbeat and Scheduler tune the Sidekiq-side components;
@@ -113,7 +113,7 @@ func (c Config) WithDefaults() Config {
 		c.RedisMaxBackoff = DefaultRedisMaxBackoff
 	}
 	if c.Identity == "" {
-		c.Identity = sidekiq.NewIdentity()
+		c.Identity = sidekiq.NewIdentity("")
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

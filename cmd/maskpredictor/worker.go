@@ -184,7 +184,9 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		IdlePollInterval: wf.idlePoll,
 		RedisMaxBackoff:  wf.redisBackoff,
 		Bridge:           sidekiq.BridgeConfig{JobsPerTask: wf.jobsPerTask},
-		Logger:           log,
+		// On Heroku the Busy page names the dyno (web.1, worker.2), as Sidekiq does.
+		Identity: sidekiq.NewIdentity(sys.Env("DYNO")),
+		Logger:   log,
 	})
 	if err != nil {
 		rdb.Close()

@@ -58,7 +58,7 @@ type BridgeConfig struct {
 
 	// Identity names this process's in-flight lists. It must be unique among running
 	// bridges; share it with the Heartbeat so Sidekiq's Busy page and the bridge agree.
-	// Default: NewIdentity().
+	// Default: NewIdentity("").
 	Identity string
 
 	// KeyPrefix prefixes the bridge's own keys (<prefix>:bridges, :alive:<id>,
@@ -156,7 +156,7 @@ func (c BridgeConfig) WithDefaults() BridgeConfig {
 		c.BatchSize = max(min(c.MaxPending, 50), 2*c.JobsPerTask)
 	}
 	if c.Identity == "" {
-		c.Identity = NewIdentity()
+		c.Identity = NewIdentity("")
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "maskpredictor:bridge"

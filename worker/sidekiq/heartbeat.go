@@ -26,7 +26,7 @@ type HeartbeatConfig struct {
 	// Redis is the Redis Rails' Sidekiq (and its Web UI) uses. Required.
 	Redis redis.UniversalClient
 
-	// Identity is the process entry's name; use the Bridge's. Default: NewIdentity().
+	// Identity is the process entry's name; use the Bridge's. Default: NewIdentity("").
 	Identity string
 
 	// Queues are listed on the Busy page. Default: DefaultQueue.
@@ -79,7 +79,7 @@ type HeartbeatConfig struct {
 // WithDefaults returns a copy of c with every unset field given its default.
 func (c HeartbeatConfig) WithDefaults() HeartbeatConfig {
 	if c.Identity == "" {
-		c.Identity = NewIdentity()
+		c.Identity = NewIdentity("")
 	}
 	if len(c.Queues) == 0 {
 		c.Queues = []QueueWeight{{Name: DefaultQueue, Weight: 1}}

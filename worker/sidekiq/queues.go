@@ -100,20 +100,21 @@ func AsynqQueues(qs []QueueWeight) map[string]int {
 	return m
 }
 
-// NewIdentity returns a process identity in Sidekiq's own format, hostname:pid:nonce
-// (hostname = $DYNO on Heroku), used both for the bridge's in-flight lists and for the
-// process entry on Sidekiq's Busy page. The random nonce keeps a restarted process with a
+// NewIdentity returns a process identity in Sidekiq's own format, host:pid:nonce, used
+// both for the bridge's in-flight lists and for the process entry on Sidekiq's Busy page.
+// host is what the Busy page shows (cmd passes $DYNO on Heroku, as Sidekiq does); empty
+// means the machine's hostname. The random nonce keeps a restarted process with a
 // recycled pid (always pid 1 in a container) from claiming its predecessor's lists.
-func NewIdentity() string {
+func NewIdentity(host string) string {
+	if host == "" {
+		host = hostname()
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s:%d:%s", hostname(), os.Getpid(), hex.EncodeToString(b[:]))
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 func hostname() string {
-	if dyno := os.Getenv("DYNO"); dyno != "" {
-		return dyno
-	}
 	h, err := os.Hostname()
 	if err != nil || h == "" {
 		return "localhost"
