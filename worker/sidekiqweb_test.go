@@ -176,7 +176,9 @@ func TestSidekiqWebRetriesDeadAndCounts(t *testing.T) {
 	rdb := rs.Client()
 	fails := &failJobs{times: map[string]int{}}
 	rdb.AddHook(fails)
-	const delay = 3 * time.Second
+	// Long enough that t1 is still waiting when the Ruby reader (a process
+	// start, slow on a loaded machine) looks.
+	const delay = 6 * time.Second
 	startWebServer(t, rdb, delay)
 	sets := func() rubySetsOut {
 		var o rubySetsOut
