@@ -65,6 +65,15 @@ type Config struct {
 	// archived only because their worker died (lease expired) with no
 	// retry left; they are run again. Default: 10 s.
 	RescueInterval time.Duration
+	// OrphanAfter is how long a task's lease must have gone unextended, its
+	// process missing from asynq's live workers, before the task counts as
+	// orphaned by a dead process and runs again (orphans.go). asynq's own
+	// recoverer would take 54–61 s. It must be at least two asynq heartbeats
+	// and a second (11 s), below the 30 s lease. Default: 12 s.
+	OrphanAfter time.Duration
+	// OrphanInterval is how often each process looks for orphaned tasks
+	// (one script call per queue). Default: 2 s.
+	OrphanInterval time.Duration
 
 	// Identity names this process on Sidekiq's Busy page and its bridge
 	// in-flight lists. Default: sidekiq.NewIdentity("").
@@ -102,6 +111,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RescueInterval == 0 {
 		c.RescueInterval = 10 * time.Second
+	}
+	if c.OrphanAfter == 0 {
+		c.OrphanAfter = 12 * time.Second
+	}
+	if c.OrphanInterval == 0 {
+		c.OrphanInterval = 2 * time.Second
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 2 * time.Millisecond
@@ -165,6 +180,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("worker: RedisMaxBackoff %v, want [100ms, 10m]", c.RedisMaxBackoff)
 	case c.RescueInterval < time.Second:
 		return fmt.Errorf("worker: RescueInterval %v is below 1s", c.RescueInterval)
+	case c.OrphanAfter < 2*asynqHeartbeat+time.Second || c.OrphanAfter >= asynqLease:
+		return fmt.Errorf("worker: OrphanAfter %v, want [%v, %v): two of asynq's heartbeats and a second, below its lease", c.OrphanAfter, 2*asynqHeartbeat+time.Second, asynqLease)
+	case c.OrphanInterval < 100*time.Millisecond || c.OrphanInterval > 10*time.Second:
+		return fmt.Errorf("worker: OrphanInterval %v, want [100ms, 10s]", c.OrphanInterval)
 	}
 	if c.Handler.CallbackClass != "" && slices.Contains(sidekiq.QueueNames(c.Queues), c.Handler.CallbackQueue) {
 		return fmt.Errorf("worker: the callback queue %q is one the worker serves: the callback jobs (%s) would come back to it; "+
@@ -438,8 +457,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.hb.Start(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	s.rescWG.Add(1)
+	s.rescWG.Add(2)
 	go s.rescueLoop()
+	go s.orphanLoop()
 	s.log.Info("worker started",
 		zap.String("identity", s.cfg.Identity),
 		zap.Strings("queues", sidekiq.QueueNames(s.cfg.Queues)),

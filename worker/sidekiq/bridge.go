@@ -67,14 +67,16 @@ type BridgeConfig struct {
 
 	// AliveTTL is how long this bridge counts as alive after its last beat. Another bridge
 	// takes over the in-flight jobs of one whose alive key has expired, so it must be well
-	// above BeatInterval. Default: 30 s.
+	// above BeatInterval. With RecoverInterval it bounds how long a dead bridge's
+	// in-flight jobs wait (20 s by default, inside the 35 s a killed worker's jobs
+	// may take to run again elsewhere). Default: 15 s.
 	AliveTTL time.Duration
 
-	// BeatInterval is how often the alive key is renewed. Default: 5 s.
+	// BeatInterval is how often the alive key is renewed. Default: 3 s.
 	BeatInterval time.Duration
 
 	// RecoverInterval is how often the in-flight lists of dead bridges are looked for
-	// (also once at Start). Default: 20 s.
+	// (also once at Start): a few commands per live bridge. Default: 5 s.
 	RecoverInterval time.Duration
 
 	// FetchTimeout is how long one blocking wait on an empty queue lasts; Shutdown waits at
@@ -162,13 +164,13 @@ func (c BridgeConfig) WithDefaults() BridgeConfig {
 		c.KeyPrefix = "maskpredictor:bridge"
 	}
 	if c.AliveTTL == 0 {
-		c.AliveTTL = 30 * time.Second
+		c.AliveTTL = 15 * time.Second
 	}
 	if c.BeatInterval == 0 {
-		c.BeatInterval = 5 * time.Second
+		c.BeatInterval = 3 * time.Second
 	}
 	if c.RecoverInterval == 0 {
-		c.RecoverInterval = 20 * time.Second
+		c.RecoverInterval = 5 * time.Second
 	}
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = 2 * time.Second

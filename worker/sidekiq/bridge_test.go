@@ -689,7 +689,7 @@ func TestBridgeConfigValidation(t *testing.T) {
 	defer rdb.Close()
 	d := BridgeConfig{Redis: rdb}.WithDefaults()
 	if d.MaxPending != 20 || d.BatchSize != 20 || d.Queues[0].Name != DefaultQueue || d.Retention != 10*time.Minute ||
-		d.AliveTTL != 30*time.Second || d.AsynqRedis != rdb || d.Client == nil || d.Identity == "" {
+		d.AliveTTL != 15*time.Second || d.AsynqRedis != rdb || d.Client == nil || d.Identity == "" {
 		t.Errorf("defaults: %+v", d)
 	}
 	if err := d.validate(); err != nil {
@@ -703,7 +703,7 @@ func TestBridgeConfigValidation(t *testing.T) {
 	}
 	for want, mut := range map[string]func(*BridgeConfig){
 		"Redis is required":   func(c *BridgeConfig) { c.Redis = nil },
-		"AliveTTL":            func(c *BridgeConfig) { c.AliveTTL = 10 * time.Second },
+		"AliveTTL":            func(c *BridgeConfig) { c.AliveTTL = 5 * time.Second },
 		"Retention":           func(c *BridgeConfig) { c.Retention = time.Minute },
 		"listed twice":        func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a", 1}, {"a", 2}} },
 		"only letters":        func(c *BridgeConfig) { c.Queues = []QueueWeight{{"a b", 1}} },
