@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,10 +184,12 @@ func TestBridgeBatchBackpressureAndTimeout(t *testing.T) {
 	cfg := testBridgeConfig(t, rdb)
 	cfg.MaxPending = 2
 	cfg.JobsPerTask = 5
+	var reads *atomic.Int64
 	cfg.TaskTimeout = time.Second
+	cfg.AsynqRedis, reads = pendingReads(t, rdb, testQueue)
 	b := startBridge(t, cfg)
 	waitFor(t, 5*time.Second, "2 tasks pending", func() bool { return llen(rdb, asynqPendingKey(testQueue)) == 2 })
-	time.Sleep(300 * time.Millisecond)
+	waitRounds(t, reads) // the bridge looked again, and moved nothing more
 	if p, q := llen(rdb, asynqPendingKey(testQueue)), llen(rdb, QueueKey(testQueue)); p != 2 || q != 30 {
 		t.Fatalf("pending tasks=%d queue=%d, want 2 full batches out and 30 jobs left in %s", p, q, QueueKey(testQueue))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const testQueue = "mask_predictions"
@@ -102,6 +103,27 @@ func allTasks(t testing.TB, rdb redis.UniversalClient, q string) []*asynq.TaskIn
 		out = append(out, tasks...)
 	}
 	return out
+}
+
+// waitIdle waits until nothing of q is left to run: its Sidekiq queue and b's in-flight
+// list are empty, and asynq holds no task of q pending, running or waiting to be retried
+// (one atomic read). They are read in the order a job moves through them, so a job on its
+// way is seen in one of them.
+func waitIdle(t testing.TB, rdb redis.UniversalClient, b *Bridge, q string) {
+	t.Helper()
+	in := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		queued, inflight := llen(rdb, QueueKey(q)), llen(rdb, b.keyInflight(b.Identity(), q))
+		qi, err := in.GetQueueInfo(q)
+		if err == nil && queued == 0 && inflight == 0 && qi.Pending == 0 && qi.Active == 0 && qi.Scheduled == 0 && qi.Retry == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still something to run after 10 s: queued %d, in flight %d, asynq %+v (%v)", queued, inflight, qi, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func llen(rdb redis.UniversalClient, key string) int64 {
@@ -304,11 +326,23 @@ func TestBridgeCrashRecovery(t *testing.T) {
 			if recoverer == nil {
 				recoverer = transferer
 			}
-			waitFor(t, 10*time.Second, "recovery and transfer", func() bool {
-				return llen(rdb, QueueKey(testQueue)) == 0 && llen(rdb, inflight) == 0 &&
-					len(allTasks(t, rdb, testQueue)) == len(payloads)
+			// Recovery ends with the dead bridge's deregistration: nothing more comes
+			// back from its in-flight list after that.
+			waitFor(t, 10*time.Second, "the dead bridge's recovery and deregistration", func() bool {
+				members, _ := rdb.SMembers(ctx, transferer.keyBridges()).Result()
+				return !slices.Contains(members, doomed.Identity())
 			})
-			time.Sleep(300 * time.Millisecond) // a second (duplicate) task would show up now
+			// Then every delivery has been handed to asynq once it has left the queue
+			// and the transferer's in-flight list (a job only moves on, so reading
+			// them in that order sees one on its way) and the transferer has counted
+			// each, as a new task or as one asynq already had: a second task of a
+			// delivery would exist by now.
+			own := transferer.keyInflight(transferer.Identity(), testQueue)
+			waitFor(t, 10*time.Second, "every delivery handed to asynq", func() bool {
+				st := transferer.Stats()
+				return llen(rdb, inflight) == 0 && llen(rdb, QueueKey(testQueue)) == 0 && llen(rdb, own) == 0 &&
+					st.Transferred+st.Duplicates >= int64(len(payloads))
+			})
 			checkOneTaskPerDelivery(t, rdb, testQueue, payloads)
 			if st := recoverer.Stats(); st.Recovered != stranded {
 				t.Errorf("recovered %d, want %d", st.Recovered, stranded)
@@ -316,10 +350,6 @@ func TestBridgeCrashRecovery(t *testing.T) {
 			if st := transferer.Stats(); tc.step == "enqueued" && st.Duplicates != stranded {
 				t.Errorf("%d duplicates detected, want %d (the stranded jobs were already in asynq)", st.Duplicates, stranded)
 			}
-			waitFor(t, 2*time.Second, "the dead bridge's deregistration", func() bool {
-				members, _ := rdb.SMembers(ctx, transferer.keyBridges()).Result()
-				return !slices.Contains(members, doomed.Identity())
-			})
 			if n, _ := rdb.Exists(ctx, doomed.keyQueuesOf(doomed.Identity())).Result(); n != 0 {
 				t.Error("the dead bridge's queue set was left behind")
 			}
@@ -375,7 +405,8 @@ func TestBridgeSidekiqWebRetry(t *testing.T) {
 	}
 	pushRaw(t, rdb, testQueue, string(retried))
 	waitFor(t, 10*time.Second, "the retried job to run", func() bool { return total.Load() == 2 })
-	time.Sleep(200 * time.Millisecond)
+	// Nothing is left to run: a third run would have happened.
+	waitIdle(t, rdb, b, testQueue)
 	for p, want := range map[string]int32{first: 1, string(retried): 1} {
 		v, ok := runs.Load(p)
 		if !ok || v.(*atomic.Int32).Load() != want {
@@ -502,9 +533,11 @@ func TestBridgeBackpressure(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
+	var reads *atomic.Int64
+	cfg.AsynqRedis, reads = pendingReads(t, rdb, testQueue)
 	b := startBridge(t, cfg)
 	waitFor(t, 5*time.Second, "5 pending", func() bool { return llen(rdb, asynqPendingKey(testQueue)) == 5 })
-	time.Sleep(300 * time.Millisecond)
+	waitRounds(t, reads) // the bridge looked again, and moved nothing more
 	if p, q := llen(rdb, asynqPendingKey(testQueue)), llen(rdb, QueueKey(testQueue)); p != 5 || q != 35 {
 		t.Fatalf("pending=%d queue=%d, want the backlog of 35 left in %s", p, q, QueueKey(testQueue))
 	}
@@ -550,6 +583,8 @@ func TestBridgeShutdownReturnsInflightWhenAsynqIsDown(t *testing.T) {
 	cfg := testBridgeConfig(t, rdb)
 	cfg.Identity = "host:1:fixed"
 	cfg.AsynqRedis = deadRedis(t)
+	var logs *observer.ObservedLogs
+	cfg.Logger, logs = observedLogger(t)
 	b, err := NewBridge(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -568,7 +603,9 @@ func TestBridgeShutdownReturnsInflightWhenAsynqIsDown(t *testing.T) {
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The fetcher tried to hand its in-flight jobs to asynq and failed (it logs the
+	// first failure of an outage, after the attempt).
+	waitLogged(t, 5*time.Second, logs, "sidekiq bridge: handing in-flight jobs to asynq failed; retrying with backoff")
 	if llen(rdb, inflight) != 3 || llen(rdb, QueueKey(testQueue)) != 2 {
 		t.Fatalf("inflight=%d queue=%d while asynq is down", llen(rdb, inflight), llen(rdb, QueueKey(testQueue)))
 	}

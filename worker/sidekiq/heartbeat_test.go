@@ -180,7 +180,8 @@ func TestHeartbeatBeatsPeriodicallyAndSurvivesRedisErrors(t *testing.T) {
 	}
 
 	// A Redis that is down: Start still succeeds, beats fail quietly and keep the counts.
-	down, err := NewHeartbeat(HeartbeatConfig{Redis: deadRedis(t), Interval: 20 * time.Millisecond, TTL: time.Second})
+	log, logs := observedLogger(t)
+	down, err := NewHeartbeat(HeartbeatConfig{Redis: deadRedis(t), Interval: 20 * time.Millisecond, TTL: time.Second, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,8 @@ func TestHeartbeatBeatsPeriodicallyAndSurvivesRedisErrors(t *testing.T) {
 	if err := down.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Start's beat failed, and then one of the loop's (it logs the first, after it).
+	waitLogged(t, 5*time.Second, logs, "sidekiq heartbeat: beat failed; retrying every interval")
 	if down.processed.Load() != 1 || down.failed.Load() != 1 {
 		t.Error("counts lost by failed beats")
 	}

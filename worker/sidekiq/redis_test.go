@@ -9,11 +9,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // The tests run against a real redis-server: a private one this package starts on a free
@@ -159,6 +164,66 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// observedLogger logs to the test's log and records every entry, for tests that wait
+// for the event a line reports instead of sleeping.
+func observedLogger(t testing.TB) (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)), logs
+}
+
+// waitLogged waits until a line with message msg was logged to logs.
+func waitLogged(t testing.TB, timeout time.Duration, logs *observer.ObservedLogs, msg string) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("the log line %q", msg), func() bool { return logs.FilterMessage(msg).Len() > 0 })
+}
+
+// commandCounter is a go-redis hook that counts the commands matching match once
+// they have returned.
+type commandCounter struct {
+	match func(redis.Cmder) bool
+	n     atomic.Int64
+}
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if c.match(cmd) {
+			c.n.Add(1)
+		}
+		return err
+	}
+}
+
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// pendingReads returns a client of rdb's server, to be the bridge's AsynqRedis, that
+// counts the reads of asynq's pending count of q. The bridge's transfer loop makes one
+// at the start of each round, before it decides how much to move; so once the count has
+// grown by 2 since a moment, a round that began after that moment has ended, moves and
+// enqueues included: what the bridge would have moved by then, it has.
+func pendingReads(t testing.TB, rdb *redis.Client, q string) (*redis.Client, *atomic.Int64) {
+	c := &commandCounter{match: func(cmd redis.Cmder) bool {
+		args := cmd.Args()
+		return cmd.Name() == "llen" && len(args) == 2 && args[1] == asynqPendingKey(q)
+	}}
+	ardb := redis.NewClient(rdb.Options())
+	ardb.AddHook(c)
+	t.Cleanup(func() { ardb.Close() })
+	return ardb, &c.n
+}
+
+// waitRounds waits until the transfer loop counted by reads (pendingReads) has run a
+// whole round that began after this call.
+func waitRounds(t testing.TB, reads *atomic.Int64) {
+	t.Helper()
+	target := reads.Load() + 2
+	waitFor(t, 5*time.Second, "a whole round of the transfer loop", func() bool { return reads.Load() >= target })
 }
 
 // runRuby runs a script of testdata/ruby with the Debian ruby-sidekiq against the test
