@@ -47,11 +47,11 @@ func runEnqueue(ctx context.Context, args []string, sys IO) error {
 	}
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
-	opt, err := rf.options(sys, log)
+	rc, err := rf.config(sys, log)
 	if err != nil {
 		return err
 	}
-	rdb := newRedis(opt, 4)
+	rdb := rc.client(4)
 	defer rdb.Close()
 	client := sidekiq.NewClient(rdb)
 	var opts []sidekiq.PushOption

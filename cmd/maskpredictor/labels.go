@@ -50,13 +50,13 @@ func runLabels(ctx context.Context, args []string, sys IO) error {
 // openLabels connects to Redis as the other commands do (--redis-url,
 // REDIS_TLS_URL, REDIS_URL) and returns the label store over it. The
 // caller closes the client.
-func openLabels(sys IO, rf *redisFlags, cfg labels.Config) (*labels.Store, *redis.Client, error) {
+func openLabels(sys IO, rf *redisFlags, cfg labels.Config) (*labels.Store, redis.UniversalClient, error) {
 	log := logger(sys)
-	opt, err := rf.options(sys, log)
+	rc, err := rf.config(sys, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	rdb := newRedis(opt, 2)
+	rdb := rc.client(2)
 	st, err := labels.New(rdb, cfg)
 	if err != nil {
 		rdb.Close()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,7 +18,8 @@ import (
 
 // redisFlags choose the Redis the worker, the cache and Rails share.
 type redisFlags struct {
-	url string
+	url   string
+	built *redisConfig // config's answer: one per process (run's worker and HTTP share it)
 }
 
 func (rf *redisFlags) register(fs interface {
@@ -129,13 +131,141 @@ func (e *tlsHandshakeError) Unwrap() error {
 	return e.err
 }
 
-// newRedis returns a client for opt with a pool sized for concurrency.
-// Buffers are 8 KiB instead of go-redis' 32 KiB per direction and
-// connection: a job's commands and replies are a few KiB, larger ones
-// still pass (in several reads), and 40 connections then hold 0.6 MiB
-// instead of 2.5 MiB of buffers.
-func newRedis(opt *redis.Options, poolSize int) *redis.Client {
-	o := *opt
+// redisConfig is the one Redis configuration of every command: the data
+// nodes' settings from the URL (password, username, DB, TLS), and either
+// the URL's host or, with REDIS_SENTINELS, the primary the sentinels name.
+// Every client of a command comes from its client method.
+type redisConfig struct {
+	// opt holds the data nodes' settings; its Addr is unused with Sentinel.
+	opt *redis.Options
+	// url and source are where the settings came from (redacted for logs).
+	url, source string
+	// sentinels (host:port), master and sentinelPassword configure Sentinel;
+	// no sentinels: the URL's host is the primary.
+	sentinels        []string
+	master           string
+	sentinelPassword string
+	// primary is the data node this process's clients last connected to.
+	primary *primaryTracker
+}
+
+// config reads the Redis settings: options' URL, and REDIS_SENTINELS,
+// REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD. With sentinels, the
+// URL's host is ignored (its password, username, DB and TLS settings
+// apply to the data nodes; its TLS settings also to the sentinels).
+func (rf *redisFlags) config(sys IO, log *zap.Logger) (*redisConfig, error) {
+	if rf.built != nil {
+		return rf.built, nil
+	}
+	opt, err := rf.options(sys, log)
+	if err != nil {
+		return nil, err
+	}
+	raw, source := rf.redisURL(sys)
+	c := &redisConfig{opt: opt, url: redact(raw), source: source,
+		master: strings.TrimSpace(sys.Env("REDIS_SENTINEL_MASTER")), sentinelPassword: sys.Env("REDIS_SENTINEL_PASSWORD")}
+	if c.sentinels, err = parseSentinels(sys.Env("REDIS_SENTINELS")); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(c.sentinels) > 0 && c.master == "":
+		return nil, fmt.Errorf("%w: REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: "+
+			"set it to the master name the sentinels monitor (sentinel monitor <name> …; Sidekiq's name: option), e.g. mymaster", errUsage)
+	case len(c.sentinels) == 0 && c.master != "":
+		return nil, fmt.Errorf("%w: REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: "+
+			"list the sentinels as host:port,host:port", errUsage)
+	case len(c.sentinels) == 0 && c.sentinelPassword != "":
+		return nil, fmt.Errorf("%w: REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not", errUsage)
+	}
+	c.primary = &primaryTracker{log: log, sentinel: c.sentinel()}
+	if !c.sentinel() {
+		c.primary.addr = opt.Addr
+	}
+	rf.built = c
+	return c, nil
+}
+
+// parseSentinels reads REDIS_SENTINELS: comma-separated host:port.
+func parseSentinels(s string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("%w: REDIS_SENTINELS: %q is not host:port (comma-separated, e.g. 10.0.0.1:26379,10.0.0.2:26379)", errUsage, a)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%w: REDIS_SENTINELS: %q has no valid port", errUsage, a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// sentinel reports whether the primary comes from Sentinel.
+func (c *redisConfig) sentinel() bool { return len(c.sentinels) > 0 }
+
+// configured reports whether Redis was asked for (a URL other than the
+// default, or sentinels): serve uses Redis only then.
+func (c *redisConfig) configured() bool { return c.source != "default" || c.sentinel() }
+
+// fields describe the configuration for the start-up log line (no password).
+func (c *redisConfig) fields() []zap.Field {
+	if c.sentinel() {
+		return []zap.Field{zap.Strings("redis_sentinels", c.sentinels), zap.String("redis_sentinel_master", c.master),
+			zap.Int("redis_db", c.opt.DB), zap.Bool("redis_tls", c.opt.TLSConfig != nil), zap.String("redis_settings_from", c.source)}
+	}
+	return []zap.Field{zap.String("redis", c.url), zap.String("redis_from", c.source)}
+}
+
+// Mode says where the primary comes from, for /admin/: the sentinels and
+// master name, or the URL's source (REDIS_URL, REDIS_TLS_URL, --redis-url).
+func (c *redisConfig) Mode() string {
+	if c.sentinel() {
+		return "Sentinel, master " + strconv.Quote(c.master) + " via " + strings.Join(c.sentinels, ", ")
+	}
+	return c.source
+}
+
+// Primary is host:port of the data node this process writes to: the
+// URL's, or the one Sentinel named when a client last connected ("" before
+// the first connection).
+func (c *redisConfig) Primary() string { return c.primary.get() }
+
+// factory, primaryFunc and modeOrEmpty hand the configuration to the
+// dashboard; nil (no Redis) gives nils.
+func (c *redisConfig) factory() func(int) redis.UniversalClient {
+	if c == nil {
+		return nil
+	}
+	return c.client
+}
+
+func (c *redisConfig) primaryFunc() func() string {
+	if c == nil {
+		return nil
+	}
+	return c.Primary
+}
+
+func (c *redisConfig) modeOrEmpty() string {
+	if c == nil {
+		return ""
+	}
+	return c.Mode()
+}
+
+// client returns a Redis client with a pool of poolSize: a plain client for
+// the URL's host, or go-redis' failover client, which asks the sentinels
+// for the primary, follows their +switch-master announcements, and drops
+// its connections to a node that is no longer primary. Buffers are 8 KiB
+// instead of go-redis' 32 KiB per direction and connection: a job's
+// commands and replies are a few KiB, larger ones still pass (in several
+// reads), and 40 connections then hold 0.6 MiB instead of 2.5 MiB.
+func (c *redisConfig) client(poolSize int) redis.UniversalClient {
+	o := *c.opt
 	if o.PoolSize == 0 {
 		o.PoolSize = poolSize
 	}
@@ -145,7 +275,80 @@ func newRedis(opt *redis.Options, poolSize int) *redis.Client {
 	if o.WriteBufferSize == 0 {
 		o.WriteBufferSize = 8 << 10
 	}
-	return redis.NewClient(&o)
+	if !c.sentinel() {
+		return redis.NewClient(&o)
+	}
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: c.master, SentinelAddrs: c.sentinels, SentinelPassword: c.sentinelPassword,
+		ClientName: o.ClientName, Dialer: o.Dialer, OnConnect: o.OnConnect, Protocol: o.Protocol,
+		Username: o.Username, Password: o.Password, DB: o.DB,
+		MaxRetries: o.MaxRetries, MinRetryBackoff: o.MinRetryBackoff, MaxRetryBackoff: o.MaxRetryBackoff,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		ReadBufferSize:        o.ReadBufferSize, WriteBufferSize: o.WriteBufferSize,
+		PoolFIFO: o.PoolFIFO, PoolSize: o.PoolSize, PoolTimeout: o.PoolTimeout,
+		MinIdleConns: o.MinIdleConns, MaxIdleConns: o.MaxIdleConns, MaxActiveConns: o.MaxActiveConns,
+		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
+		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity, IdentitySuffix: o.IdentitySuffix,
+		UnstableResp3: o.UnstableResp3,
+	})
+	rdb.AddHook(c.primary)
+	return rdb
+}
+
+// primaryTracker remembers the data node the failover client's connections
+// go to (the dial hook sees the address Sentinel gave), and logs each
+// change once per process: the first primary at info, a failover at warn.
+type primaryTracker struct {
+	log      *zap.Logger
+	sentinel bool
+	mu       sync.Mutex
+	addr     string
+	since    time.Time
+}
+
+func (p *primaryTracker) get() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
+func (p *primaryTracker) saw(addr string) {
+	p.mu.Lock()
+	prev := p.addr
+	if prev == addr {
+		p.mu.Unlock()
+		return
+	}
+	p.addr, p.since = addr, time.Now()
+	p.mu.Unlock()
+	if prev == "" {
+		p.log.Info("Redis primary (from Sentinel)", zap.String("redis_primary", addr))
+	} else {
+		p.log.Warn("Redis primary changed (Sentinel failover): following the new primary",
+			zap.String("redis_primary", addr), zap.String("previous", prev))
+	}
+}
+
+func (p *primaryTracker) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cn, err := next(ctx, network, addr)
+		if err == nil && cn != nil && cn.RemoteAddr() != nil {
+			p.saw(cn.RemoteAddr().String())
+		}
+		return cn, err
+	}
+}
+
+func (p *primaryTracker) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *primaryTracker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// newRedis returns a plain client for opt (redisConfig.client without
+// Sentinel) with a pool sized for concurrency.
+func newRedis(opt *redis.Options, poolSize int) *redis.Client {
+	return (&redisConfig{opt: opt}).client(poolSize).(*redis.Client)
 }
 
 // redact hides the password of a Redis URL for logs.

@@ -150,7 +150,7 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
 	// The HTTP server first: its metrics observe the worker's jobs.
-	opt, err := wf.redis.options(sys, log)
+	rc, err := wf.redis.config(sys, log)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func runRun(ctx context.Context, args []string, sys IO) error {
 	}
 	var w *workerService
 	hs, err := newHTTPService(&hf, httpDeps{
-		model: l, redisOpt: opt, queues: splitQueues(wf.queues), limits: wf.limits, cacheTTL: wf.cacheTTL,
+		model: l, redis: rc, queues: splitQueues(wf.queues), limits: wf.limits, cacheTTL: wf.cacheTTL,
 		worker: func() httpapi.WorkerStats { return workerStats(w)() },
 	}, log)
 	if err != nil {

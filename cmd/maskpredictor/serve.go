@@ -219,7 +219,7 @@ func envBool(sys IO, key string, def bool) (bool, error) {
 // httpDeps is what the HTTP server shares with the rest of the process.
 type httpDeps struct {
 	model    loaded
-	redisOpt *redis.Options // nil: no Redis (no cache, queues or asynqmon)
+	redis    *redisConfig // nil: no Redis (no cache, queues or asynqmon)
 	queues   []string
 	limits   predictor.Limits
 	cacheTTL time.Duration
@@ -238,7 +238,7 @@ type httpService struct {
 	api     *httpapi.Server
 	metrics *httpapi.Metrics
 	admin   *admin.Handler
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	log     *zap.Logger
 	ln      net.Listener
 	done    chan struct{}
@@ -279,8 +279,8 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 	hs := &httpService{addr: hf.addr, log: log, done: make(chan struct{})}
 	status := statusOf(deps.model)
 	var rdb redis.UniversalClient
-	if deps.redisOpt != nil {
-		hs.rdb = newRedis(deps.redisOpt, 10*runtime.GOMAXPROCS(0))
+	if deps.redis != nil {
+		hs.rdb = deps.redis.client(10 * runtime.GOMAXPROCS(0))
 		rdb = hs.rdb
 	}
 	hs.metrics = httpapi.NewMetrics(httpapi.MetricsConfig{
@@ -345,7 +345,8 @@ func newHTTPService(hf *httpFlags, deps httpDeps, log *zap.Logger) (*httpService
 		hs.admin, err = admin.New(admin.Config{
 			User: hf.adminUser, Password: hf.adminPassword, Token: hf.adminToken,
 			ReadOnly: hf.adminReadOnly, Status: status, Metrics: hs.metrics, Recent: recent,
-			Redis: rdb, RedisOptions: deps.redisOpt, Queues: deps.queues, Logger: log,
+			Redis: rdb, Queues: deps.queues, Logger: log,
+			NewRedis: deps.redis.factory(), RedisPrimary: deps.redis.primaryFunc(), RedisMode: deps.redis.modeOrEmpty(),
 			MaxFailures: hf.maxFailures, ClientIPHeader: hf.clientIPHeader,
 			Labels: labelStore, CRF: currentCRF, Forget: engine.Forget,
 		})
@@ -522,11 +523,13 @@ func runServe(ctx context.Context, args []string, sys IO) error {
 	log := logger(sys)
 	defer log.Sync() //nolint:errcheck // stderr
 	deps := httpDeps{queues: queues, limits: sf.limits, cacheTTL: sf.cacheTTL}
-	if raw, source := sf.redis.redisURL(sys); source != "default" {
-		if deps.redisOpt, err = sf.redis.options(sys, log); err != nil {
-			return err
-		}
-		log.Info("redis configured", zap.String("redis", redact(raw)), zap.String("redis_from", source))
+	rc, err := sf.redis.config(sys, log)
+	if err != nil {
+		return err
+	}
+	if rc.configured() {
+		deps.redis = rc
+		log.Info("redis configured", rc.fields()...)
 	}
 	if deps.model, err = sf.model.loadFull(ctx, sys, sf.limits); err != nil {
 		return err

@@ -98,8 +98,8 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 // Redis clients it owns.
 type workerService struct {
 	srv      *worker.Server
-	rdb      *redis.Client
-	asynqR   *redis.Client
+	rdb      redis.UniversalClient
+	asynqR   redis.UniversalClient
 	log      *zap.Logger
 	stopWait context.CancelFunc
 }
@@ -137,7 +137,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 	if len(classes) == 0 {
 		return nil, fmt.Errorf("%w: --classes is empty: name the job class(es) Rails pushes, e.g. MaskPredictionJob", errUsage)
 	}
-	opt, err := wf.redis.options(sys, log)
+	rc, err := wf.redis.config(sys, log)
 	if err != nil {
 		return nil, err
 	}
@@ -147,8 +147,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 	var p worker.Predictor = l.live
 	// One pool for the Sidekiq side (bridge, handler, cache, heartbeat) and
 	// one for asynq, so that neither starves the other.
-	rdb := newRedis(opt, wf.concurrency+10)
-	asynqR := newRedis(opt, wf.concurrency+10)
+	rdb := rc.client(wf.concurrency + 10)
+	asynqR := rc.client(wf.concurrency + 10)
 	c, err := cache.New(rdb, cache.Config{TTL: wf.cacheTTL, Logger: log})
 	if err != nil {
 		rdb.Close()
@@ -193,11 +193,7 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		asynqR.Close()
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	raw, source := wf.redis.redisURL(sys)
-	fields := []zap.Field{
-		zap.String("redis", redact(raw)), zap.String("redis_from", source),
-		zap.String("model", l.source), zap.String("model_version", p.Version()),
-	}
+	fields := append(rc.fields(), zap.String("model", l.source), zap.String("model_version", p.Version()))
 	if l.fallback != "" {
 		fields = append(fields, zap.String("fallback_reason", l.fallback))
 	}

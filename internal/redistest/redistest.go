@@ -67,6 +67,9 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// conf, when set, is a sentinel's configuration file: the server runs
+	// as `redis-server conf --sentinel` (sentinel.go).
+	conf string
 }
 
 // Start returns a clean Redis for tb, stopped at the end of the test.
@@ -124,6 +127,9 @@ func freePort() (int, error) {
 }
 
 func (s *Server) args() []string {
+	if s.conf != "" {
+		return []string{s.conf, "--sentinel"}
+	}
 	_, port, _ := net.SplitHostPort(s.Addr)
 	a := []string{"--port", port}
 	if s.opts.TLS {

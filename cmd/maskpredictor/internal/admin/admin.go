@@ -65,6 +65,15 @@ type Config struct {
 	// RedisOptions, when set, mounts asynqmon, which opens two connection
 	// pools of its own with these options.
 	RedisOptions *redis.Options
+	// NewRedis, when set, mounts asynqmon with clients it returns (the
+	// process's one Redis configuration: a Sentinel failover client too);
+	// it wins over RedisOptions.
+	NewRedis func(poolSize int) redis.UniversalClient
+	// RedisPrimary, when set, names the data node this process writes to
+	// (host:port), and RedisMode where it comes from (the URL's source, or
+	// the sentinels and master name); the overview shows both.
+	RedisPrimary func() string
+	RedisMode    string
 	// Queues are the Sidekiq ingress queues shown (default mask_predictions).
 	Queues []string
 	// CachePrefix is the cache's key prefix (default cache.KeyPrefix).
@@ -187,10 +196,10 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.api = csrf(http.HandlerFunc(h.serveAPI))
-	if cfg.RedisOptions != nil {
+	if cfg.RedisOptions != nil || cfg.NewRedis != nil {
 		h.monitor = asynqmon.New(asynqmon.Options{
 			RootPath:     QueuesPath,
-			RedisConnOpt: connOpt{cfg.RedisOptions},
+			RedisConnOpt: connOpt{cfg.RedisOptions, cfg.NewRedis},
 			ReadOnly:     cfg.ReadOnly,
 		})
 		h.queues = http.NewCrossOriginProtection().Handler(h.monitor)
@@ -209,10 +218,16 @@ func (h *Handler) Close() error {
 }
 
 // connOpt gives asynqmon (and its asynq.Inspector) clients with our Redis
-// options, TLS settings included.
-type connOpt struct{ opt *redis.Options }
+// options, TLS settings included, or from the process's client factory.
+type connOpt struct {
+	opt     *redis.Options
+	factory func(poolSize int) redis.UniversalClient
+}
 
 func (c connOpt) MakeRedisClient() any {
+	if c.factory != nil {
+		return c.factory(4)
+	}
 	o := *c.opt
 	o.PoolSize = 4
 	return redis.NewClient(&o)

@@ -33,6 +33,11 @@ type overview struct {
 	Status          httpapi.Status
 	RedisConfigured bool
 	RedisError      string
+	// The primary this process writes to (host:port), where it comes from,
+	// and what the node says of itself (INFO replication).
+	RedisPrimary string
+	RedisMode    string
+	Replication  httpapi.Replication
 
 	CacheEntries       int64
 	CacheEntriesCapped bool
@@ -71,7 +76,14 @@ func (h *Handler) collect(ctx context.Context) overview {
 	}
 	if h.cfg.Redis != nil {
 		ov.RedisConfigured = true
+		ov.RedisMode = h.cfg.RedisMode
+		if h.cfg.RedisPrimary != nil {
+			ov.RedisPrimary = h.cfg.RedisPrimary()
+		}
 		var errs []error
+		if info, err := h.cfg.Redis.Info(ctx, "replication").Result(); err == nil {
+			ov.Replication = httpapi.ParseReplication(info)
+		}
 		qs, dead, err := httpapi.ReadQueues(ctx, h.cfg.Redis, h.cfg.Queues)
 		if err != nil {
 			errs = append(errs, err)
@@ -245,6 +257,7 @@ nav a { margin-right: 1em; }
 <tr><th>Source</th><td>{{.Status.ModelSource}}</td></tr>
 {{if .Status.FallbackReason}}<tr><th>Fallback reason</th><td class="bad">{{.Status.FallbackReason}}</td></tr>{{end}}
 <tr><th>Redis</th><td>{{if not .RedisConfigured}}<span class="muted">not configured</span>{{else if .RedisError}}<span class="bad">{{.RedisError}}</span>{{else}}<span class="ok">ok</span>{{end}}</td></tr>
+{{if .RedisConfigured}}<tr><th>Redis primary</th><td id="redis-primary">{{if .RedisPrimary}}<code>{{.RedisPrimary}}</code>{{else}}<span class="muted">not connected yet</span>{{end}}{{if .Replication.Role}} — {{if eq .Replication.Role "master"}}<span class="ok">primary</span>{{else}}<span class="bad">{{.Replication.Role}} (read-only)</span>{{end}}, id <code>{{.Replication.PrimaryID}}</code>, {{.Replication.Replicas}} replica(s) connected{{end}}{{if .RedisMode}}<br><span class="muted">from {{.RedisMode}}</span>{{end}}</td></tr>{{end}}
 </table>
 
 <h2>Prediction cache</h2>

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -98,4 +99,45 @@ func (h *healthLog) redisOK(log *zap.Logger) {
 	if was != "" {
 		log.Info("health: Redis reachable again")
 	}
+}
+
+// Replication is what a Redis node says of itself in INFO replication.
+type Replication struct {
+	// Role is "master" or "slave" (a replica).
+	Role string
+	// ReplID is the node's replication ID: a primary's own, which its
+	// replicas share and a promotion replaces; random, it names no address.
+	ReplID string
+	// Replicas is connected_slaves (a primary's).
+	Replicas int
+}
+
+// PrimaryID is the first 12 hex digits of ReplID: /health's redis_primary.
+// Processes that show the same one write to the same primary;
+// `redis-cli INFO replication` (master_replid) on a node matches it.
+func (r Replication) PrimaryID() string {
+	if len(r.ReplID) < 12 {
+		return r.ReplID
+	}
+	return r.ReplID[:12]
+}
+
+// ParseReplication reads the text of INFO replication.
+func ParseReplication(info string) Replication {
+	var r Replication
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "role":
+			r.Role = v
+		case "master_replid":
+			r.ReplID = v
+		case "connected_slaves":
+			r.Replicas, _ = strconv.Atoi(v)
+		}
+	}
+	return r
 }

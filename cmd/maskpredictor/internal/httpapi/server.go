@@ -468,6 +468,15 @@ type Health struct {
 	FallbackReason string `json:"fallback_reason,omitempty"`
 	Redis          string `json:"redis"` // "ok", "unreachable" or "disabled"
 	RedisError     string `json:"redis_error,omitempty"`
+	// RedisPrimary names the primary this process writes to without its
+	// address: the first 12 hex digits of its replication ID
+	// (Replication.PrimaryID). Processes showing the same one share a
+	// primary; a Sentinel failover changes it. RedisRole is what the node
+	// answering says it is: "master", or "slave" (then status is degraded:
+	// writes will fail with READONLY). Both absent when Redis does not
+	// answer INFO (an ACL without it).
+	RedisPrimary string `json:"redis_primary,omitempty"`
+	RedisRole    string `json:"redis_role,omitempty"`
 	// Worker is the in-process worker's view of Redis (run only): "ok" or
 	// "degraded", with WorkerError the generic reason ("out of memory
 	// (OOM)", "authentication failed (WRONGPASS)").
@@ -491,9 +500,30 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 	}
 	if s.cfg.Redis != nil {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
-		err := s.cfg.Redis.Ping(pctx).Err()
+		var ping *redis.StatusCmd
+		var info *redis.StringCmd
+		_, err := s.cfg.Redis.Pipelined(pctx, func(p redis.Pipeliner) error {
+			ping = p.Ping(pctx)
+			info = p.Info(pctx, "replication")
+			return nil
+		})
 		cancel()
-		if err != nil {
+		var reply redis.Error
+		if err != nil && ping.Err() == nil && errors.As(info.Err(), &reply) {
+			err = nil // INFO refused alone (an ACL): only the primary is left out
+		}
+		if info.Err() != nil {
+			info.SetVal("")
+		}
+		if err == nil {
+			if r := ParseReplication(info.Val()); r.Role != "" {
+				h.RedisPrimary, h.RedisRole = r.PrimaryID(), r.Role
+			}
+		}
+		if err == nil && h.RedisRole != "" && h.RedisRole != "master" {
+			h.Redis, h.RedisError, h.Status = "ok", "redis: connected to a replica (read-only)", "degraded"
+			s.health.redisFailed(s.log, h.RedisError, errors.New("INFO replication says role:"+h.RedisRole))
+		} else if err != nil {
 			h.Redis, h.RedisError, h.Status = "unreachable", PublicRedisError(err), "degraded"
 			s.health.redisFailed(s.log, h.RedisError, err)
 		} else {
