@@ -35,14 +35,7 @@ func TestLabellingLoopE2E(t *testing.T) {
 	env := envWith(e.env, "MODEL_URI", e.uri, "MODEL_POLL", "50ms", "ADMIN_TOKEN", "loop-token")
 	srv := startCmd(t, env, "run", "--addr", "127.0.0.1:0", "--concurrency", "2")
 	auth := []string{"Authorization", "Bearer loop-token", "Content-Type", "application/json"}
-	health := func() string {
-		_, h, body := httpDo(t, "GET", srv.base+"/health", "")
-		v, _ := h["model_version"].(string)
-		if v == "" {
-			t.Fatalf("health: %s", body)
-		}
-		return v
-	}
+	health := func() string { return servingVersion(t, srv.base) }
 	if v := health(); v != weak {
 		t.Fatalf("serving %s, want %s", v, weak)
 	}

@@ -143,14 +143,7 @@ func TestRetrainPublishesAndServeReloads(t *testing.T) {
 	e := newRetrainEnv(t)
 	weak := e.push(t, "--data", writeFile(t, t.TempDir(), "a.json", exportA), "--features", "v4", "--max-iterations", "5")
 	srv := startCmd(t, envWith(e.s3.Env(), "MODEL_URI", e.uri, "MODEL_POLL", "50ms"), "serve", "--addr", "127.0.0.1:0")
-	health := func() string {
-		_, h, body := httpDo(t, "GET", srv.base+"/health", "")
-		v, _ := h["model_version"].(string)
-		if v == "" {
-			t.Fatalf("health: %s", body)
-		}
-		return v
-	}
+	health := func() string { return servingVersion(t, srv.base) }
 	if v := health(); v != weak {
 		t.Fatalf("serving %s, want the weak model %s", v, weak)
 	}
@@ -297,4 +290,15 @@ func TestRetrainUsage(t *testing.T) {
 	if err != nil || !ok || r.Published || !strings.Contains(r.Reason, "no stored labels") {
 		t.Errorf("no-labels retrain recorded %+v %v %v", r, ok, err)
 	}
+}
+
+// servingVersion is the model_version a running serve or run reports on /health.
+func servingVersion(t *testing.T, base string) string {
+	t.Helper()
+	_, h, body := httpDo(t, "GET", base+"/health", "")
+	v, _ := h["model_version"].(string)
+	if v == "" {
+		t.Fatalf("health: %s", body)
+	}
+	return v
 }
