@@ -12,6 +12,16 @@
 //  3. Ruby Sidekiq (`sidekiq -r job.rb -c 10`) draining N jobs of a Ruby job
 //     doing the equivalent work, and N no-op jobs.
 //
+// With -workers K (default 1) the drains run K `maskpredictor worker`
+// processes, each with the same --concurrency, on the one redis-server, and
+// a second report gives Redis' side of each drain: its CPU per job and its
+// utilisation (CPU seconds per wall second from the first job done to the
+// last, i.e. the fraction of one core), the rate at which one Redis core
+// would saturate, commands per job by command (INFO commandstats deltas),
+// the workers' summed CPU, and the load average. -detail prints that
+// report for K = 1 too. The latency run always uses one worker; the Ruby
+// drains one Sidekiq process.
+//
 // Both sides log with their defaults (one or two lines per job) to a file.
 package main
 
@@ -51,6 +61,9 @@ var (
 	skipRuby    = flag.Bool("skip-ruby", false, "do not run the Ruby Sidekiq side")
 	skipDrain   = flag.Bool("skip-drain", false, "only the latency run")
 	workerArgs  = flag.String("worker-args", "", "extra arguments for `maskpredictor worker`, space-separated")
+	workers     = flag.Int("workers", 1, "worker processes for the drains, each with -concurrency, on the one Redis")
+	skipLatency = flag.Bool("skip-latency", false, "no latency run")
+	detail      = flag.Bool("detail", false, "print Redis' side of each drain (implied by -workers > 1)")
 )
 
 func main() {
@@ -81,6 +94,60 @@ func redisStats(ctx context.Context, rdb *redis.Client) (cpu time.Duration, cmds
 	return cpu, cmds
 }
 
+// cmdStat is one command's line of INFO commandstats.
+type cmdStat struct {
+	calls int64
+	usec  int64
+}
+
+// commandStats reads INFO commandstats. Redis 7 counts the commands a Lua
+// script calls there too (under their own names), beside the EVALSHA whose
+// usec includes theirs; total_commands_processed counts only what clients
+// sent.
+func commandStats(ctx context.Context, rdb *redis.Client) map[string]cmdStat {
+	out := map[string]cmdStat{}
+	for _, line := range strings.Split(rdb.Info(ctx, "commandstats").Val(), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var c cmdStat
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				c.calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				c.usec, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = c
+	}
+	return out
+}
+
+func commandDelta(before, after map[string]cmdStat) map[string]cmdStat {
+	d := map[string]cmdStat{}
+	for k, a := range after {
+		b := before[k]
+		if a.calls > b.calls {
+			d[k] = cmdStat{calls: a.calls - b.calls, usec: a.usec - b.usec}
+		}
+	}
+	return d
+}
+
+// loadAvg is the 1-minute load average.
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
 type result struct {
 	what        string
 	jobs        int
@@ -93,6 +160,21 @@ type result struct {
 	lost        int
 	redisCPU    time.Duration
 	redisCmds   int64
+
+	// Redis' side (the drains of the worker).
+	procs         int
+	redisCPUDrain time.Duration // Redis CPU from the first job done to the last
+	cmdStats      map[string]cmdStat
+	load0, load1  float64
+}
+
+// redisUtil is Redis' CPU seconds per wall second while the jobs were done:
+// the fraction of one core it used.
+func (r result) redisUtil() float64 {
+	if r.firstToLast <= 0 {
+		return 0
+	}
+	return r.redisCPUDrain.Seconds() / r.firstToLast.Seconds()
 }
 
 func (r result) rate() float64 { return float64(r.jobs) / r.firstToLast.Seconds() }
@@ -135,11 +217,19 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "  %-58s %8.0f jobs/s  (%v first→last, %v incl. start)  peak RSS %.1f MB  CPU %v  Redis %.0f µs, %.1f commands per job\n",
 			r.what, r.rate(), r.firstToLast.Round(time.Millisecond), r.startToLast.Round(time.Millisecond),
 			float64(r.rssPeakKB)/1024, r.cpu.Round(10*time.Millisecond), perJobMicros(r.redisCPU, r.jobs), float64(r.redisCmds)/float64(r.jobs))
+		if showDetail() && r.procs > 0 {
+			fmt.Fprintf(os.Stderr, "  %-58s %d worker processes: Redis at %.0f%% of a core, workers' CPU %v, load average %.2f → %.2f\n",
+				"", r.procs, 100*r.redisUtil(), r.cpu.Round(10*time.Millisecond), r.load0, r.load1)
+		}
 		results = append(results, r)
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "benchqueue: %d jobs per drain, concurrency %d, redis-server %s, GOMAXPROCS %d\n",
 		*n, *concurrency, rs.addr, runtime.GOMAXPROCS(0))
+	if showDetail() {
+		fmt.Fprintf(os.Stderr, "benchqueue: %d worker processes for the drains, %d CPUs, load average %.2f\n",
+			max(*workers, 1), runtime.NumCPU(), loadAvg())
+	}
 
 	if !*skipDrain {
 		if err := report(goDrain(ctx, rs, rdb, "maskpredictor worker: distinct names (all cache misses)", cold)); err != nil {
@@ -157,13 +247,22 @@ func run() error {
 			return err
 		}
 	}
-	lat, err := latencyRun(ctx, rs, rdb, distinctNames(train, *rate*int(latencyDur.Seconds())+1000, 1))
-	if err != nil {
-		return fmt.Errorf("latency: %w", err)
+	var lat *result
+	if !*skipLatency {
+		l, err := latencyRun(ctx, rs, rdb, distinctNames(train, *rate*int(latencyDur.Seconds())+1000, 1))
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		lat = &l
 	}
 	printMarkdown(results, lat)
+	if showDetail() {
+		printRedisDetail(results)
+	}
 	return nil
 }
+
+func showDetail() bool { return *detail || *workers > 1 }
 
 // --- names -----------------------------------------------------------------
 
@@ -342,23 +441,29 @@ func writeNames(names []string) (string, error) {
 	return f, os.WriteFile(f, b, 0o644)
 }
 
-// drain starts p (already started at start) and measures until done() is
-// true, sampling the RSS.
-func measure(p *proc, start time.Time, first, done func() bool) (res result, err error) {
-	pid := p.cmd.Process.Pid
+// measure watches ps (already started at start) until done() is true,
+// sampling their RSS; onFirst, if not nil, runs when first() becomes true.
+// rssPeakKB is the largest process' peak, cpu the processes' sum.
+func measure(ps []*proc, start time.Time, first, done func() bool, onFirst func()) (res result, err error) {
 	var firstAt time.Time
 	deadline := time.Now().Add(10 * time.Minute)
+	peak := make([]int64, len(ps))
 	for {
-		select {
-		case <-p.done:
-			return res, errors.New("process exited early (see its log in the scratch directory)")
-		default:
-		}
-		if rss := procStatusKB(pid, "VmRSS"); rss > res.rssPeakKB {
-			res.rssPeakKB = rss
+		for i, p := range ps {
+			select {
+			case <-p.done:
+				return res, errors.New("process exited early (see its log in the scratch directory)")
+			default:
+			}
+			if rss := procStatusKB(p.cmd.Process.Pid, "VmRSS"); rss > peak[i] {
+				peak[i] = rss
+			}
 		}
 		if firstAt.IsZero() && first() {
 			firstAt = time.Now()
+			if onFirst != nil {
+				onFirst()
+			}
 		}
 		if !firstAt.IsZero() && done() {
 			now := time.Now()
@@ -370,10 +475,11 @@ func measure(p *proc, start time.Time, first, done func() bool) (res result, err
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if hwm := procStatusKB(pid, "VmHWM"); hwm > res.rssPeakKB {
-		res.rssPeakKB = hwm
+	for i, p := range ps {
+		pid := p.cmd.Process.Pid
+		res.rssPeakKB = max(res.rssPeakKB, peak[i], procStatusKB(pid, "VmHWM"))
+		res.cpu += procCPU(pid)
 	}
-	res.cpu = procCPU(pid)
 	return res, nil
 }
 
@@ -392,20 +498,41 @@ func goDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what strin
 	if got := rdb.LLen(ctx, sidekiq.QueueKey(sidekiq.DefaultQueue)).Val(); got != int64(len(names)) {
 		return r, fmt.Errorf("pre-filled %d jobs, want %d", got, len(names))
 	}
+	load0 := loadAvg()
+	cs0 := commandStats(ctx, rdb)
 	rcpu0, rcmd0 := redisStats(ctx, rdb)
 	start := time.Now()
-	p, err := startProc("worker-drain.log", []string{"REDIS_URL=" + rs.url()}, *bin, workerCmd()...)
-	if err != nil {
-		return r, err
+	var ps []*proc
+	defer func() {
+		var wg sync.WaitGroup
+		for _, p := range ps {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.stop() }()
+		}
+		wg.Wait()
+	}()
+	for i := range max(*workers, 1) {
+		logName := "worker-drain.log"
+		if *workers > 1 {
+			logName = fmt.Sprintf("worker-drain-%d.log", i+1)
+		}
+		p, err := startProc(logName, []string{"REDIS_URL=" + rs.url()}, *bin, workerCmd()...)
+		if err != nil {
+			return r, err
+		}
+		ps = append(ps, p)
 	}
-	defer p.stop()
 	want := int64(len(names))
-	m, err := measure(p, start,
+	var rcpuFirst time.Duration
+	m, err := measure(ps, start,
 		func() bool { return rdb.LLen(ctx, "queue:default").Val() > 0 },
-		func() bool { return rdb.LLen(ctx, "queue:default").Val() >= want })
-	m.what, m.jobs = what, len(names)
+		func() bool { return rdb.LLen(ctx, "queue:default").Val() >= want },
+		func() { rcpuFirst, _ = redisStats(ctx, rdb) })
+	m.what, m.jobs, m.procs = what, len(names), len(ps)
 	rcpu1, rcmd1 := redisStats(ctx, rdb)
-	m.redisCPU, m.redisCmds = rcpu1-rcpu0, rcmd1-rcmd0
+	m.redisCPU, m.redisCmds, m.redisCPUDrain = rcpu1-rcpu0, rcmd1-rcmd0, rcpu1-rcpuFirst
+	m.cmdStats = commandDelta(cs0, commandStats(ctx, rdb))
+	m.load0, m.load1 = load0, loadAvg()
 	return m, err
 }
 
@@ -444,7 +571,7 @@ func rubyDrain(ctx context.Context, rs *redisServer, rdb *redis.Client, what, cl
 		first = func() bool { return rdb.LLen(ctx, "queue:default").Val() > 0 }
 		done = func() bool { return rdb.LLen(ctx, "queue:default").Val() >= want }
 	}
-	m, err := measure(p, start, first, done)
+	m, err := measure([]*proc{p}, start, first, done, nil)
 	m.what, m.jobs = what, len(names)
 	rcpu1, rcmd1 := redisStats(ctx, rdb)
 	m.redisCPU, m.redisCmds = rcpu1-rcpu0, rcmd1-rcmd0
@@ -558,7 +685,7 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 	return sorted[i].Round(10 * time.Microsecond)
 }
 
-func printMarkdown(rs []result, lat result) {
+func printMarkdown(rs []result, lat *result) {
 	fmt.Printf("Drains of %d pre-filled jobs, concurrency %d (jobs/s from the first job done to the last):\n\n", *n, *concurrency)
 	fmt.Println("| run | jobs/s | first→last | incl. process start | peak RSS | process CPU per job | Redis CPU per job | Redis commands per job |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -567,10 +694,80 @@ func printMarkdown(rs []result, lat result) {
 			r.firstToLast.Seconds(), r.startToLast.Seconds(), float64(r.rssPeakKB)/1024,
 			perJobMicros(r.cpu, r.jobs), perJobMicros(r.redisCPU, r.jobs), float64(r.redisCmds)/float64(r.jobs))
 	}
+	if lat == nil {
+		return
+	}
 	fmt.Printf("\nLatency from Sidekiq::Client-style push to the cache entry's SET, %d jobs at %d jobs/s (distinct names):\n\n", lat.jobs, *rate)
 	fmt.Println("| p50 | p90 | p99 | p99.9 | max | lost | peak RSS | worker CPU |")
 	fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	fmt.Printf("| %v | %v | **%v** | %v | %v | %d | %.1f MB | %.0f%% of a core |\n",
 		pct(lat.latencies, 50), pct(lat.latencies, 90), pct(lat.latencies, 99), pct(lat.latencies, 99.9),
 		pct(lat.latencies, 100), lat.lost, float64(lat.rssPeakKB)/1024, 100*lat.cpu.Seconds()/(lat.firstToLast.Seconds()+2))
+}
+
+// printRedisDetail gives Redis' side of the worker's drains: what one job
+// costs it and at what rate one Redis core would be saturated, estimated
+// twice: 1 s / (Redis CPU per job), and the rate reached divided by the
+// fraction of a core Redis used while reaching it.
+func printRedisDetail(rs []result) {
+	fmt.Printf("\nRedis during the drains (%d CPUs; the worker processes, redis-server and this program share them):\n\n", runtime.NumCPU())
+	fmt.Println("| run | worker processes | jobs/s | Redis CPU per job | Redis utilisation (first→last) | ⇒ 1 core saturated at (1 s / CPU per job) | ⇒ (jobs/s ÷ utilisation) | Redis commands per job | workers' CPU (sum) | workers' CPU per job | load average (start → end) |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rs {
+		if r.procs == 0 {
+			continue
+		}
+		perJob := perJobMicros(r.redisCPU, r.jobs)
+		sat1, sat2 := 0.0, 0.0
+		if perJob > 0 {
+			sat1 = 1e6 / perJob
+		}
+		if u := r.redisUtil(); u > 0 {
+			sat2 = r.rate() / u
+		}
+		fmt.Printf("| %s | %d | **%.0f** | %.1f µs | %.0f %% | %.0f jobs/s | %.0f jobs/s | %.1f | %.2f s | %.0f µs | %.2f → %.2f |\n",
+			r.what, r.procs, r.rate(), perJob, 100*r.redisUtil(), sat1, sat2, float64(r.redisCmds)/float64(r.jobs),
+			r.cpu.Seconds(), perJobMicros(r.cpu, r.jobs), r.load0, r.load1)
+	}
+	for _, r := range rs {
+		if r.procs == 0 || len(r.cmdStats) == 0 {
+			continue
+		}
+		type row struct {
+			name string
+			cmdStat
+		}
+		var rows []row
+		var scripts, others int64
+		for k, v := range r.cmdStats {
+			rows = append(rows, row{k, v})
+			if isScriptCall(k) {
+				scripts += v.usec
+			} else {
+				others += v.usec
+			}
+		}
+		sort.Slice(rows, func(a, b int) bool {
+			if rows[a].calls != rows[b].calls {
+				return rows[a].calls > rows[b].calls
+			}
+			return rows[a].name < rows[b].name
+		})
+		fmt.Printf("\nINFO commandstats, %s, %d worker processes, per job. Redis counts the commands a Lua script calls under their own names too (and in total_commands_processed); a script's usec includes theirs. Scripts (EVAL/EVALSHA, their commands included): %.1f µs per job; every other line: %.1f µs per job; Redis CPU: %.1f µs per job (the rest is network I/O and the event loop).\n\n",
+			r.what, r.procs, float64(scripts)/float64(r.jobs), float64(others)/float64(r.jobs), perJobMicros(r.redisCPU, r.jobs))
+		fmt.Println("| command | calls per job | µs per job | µs per call |")
+		fmt.Println("| --- | ---: | ---: | ---: |")
+		for _, w := range rows {
+			fmt.Printf("| %s | %.3f | %.2f | %.2f |\n", w.name, float64(w.calls)/float64(r.jobs),
+				float64(w.usec)/float64(r.jobs), float64(w.usec)/float64(w.calls))
+		}
+	}
+}
+
+func isScriptCall(cmd string) bool {
+	switch cmd {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro":
+		return true
+	}
+	return false
 }
