@@ -197,6 +197,24 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		}
 		return cmp.Or(failure, ctx.Err())
 	}
+	if errors.Is(failure, ErrNotReplicated) {
+		// Written on the primary (markers set) but not on enough replicas:
+		// Sidekiq's retry set would find the markers and record nothing, so
+		// the task goes back to asynq whole and runs again; the poison jobs
+		// among them are recorded now, as always.
+		var bad []int
+		for _, i := range idx {
+			if poison[i] != nil {
+				bad = append(bad, i)
+			} else {
+				evs[i].Outcome = OutcomeRetry
+			}
+		}
+		if len(bad) > 0 {
+			_ = h.settle(ctx, queue, raws, parsed, evs, onlyThese(len(raws), bad), poison, nil)
+		}
+		return failure
+	}
 	fs := make([]sidekiq.Failure, len(idx))
 	for k, i := range idx {
 		jid := ""
@@ -254,4 +272,13 @@ func (h *Handler) settle(ctx context.Context, queue string, raws [][]byte, parse
 		}
 	}
 	return nil
+}
+
+// onlyThese is a left of n jobs marking idx.
+func onlyThese(n int, idx []int) []bool {
+	left := make([]bool, n)
+	for _, i := range idx {
+		left[i] = true
+	}
+	return left
 }

@@ -109,6 +109,23 @@ type HandlerConfig struct {
 	// asynq's 30 s lease. Default: 20 s.
 	RedisRetryFor time.Duration
 
+	// WaitReplicas, when above 0, makes every write-back durable on that
+	// many replicas before its jobs count as done (Redis' WAIT): the
+	// write-back script, a barrier write (WaitBarrierKey) and WAIT
+	// WaitReplicas WaitTimeout go to Redis in one pipeline, on one
+	// connection, so the answer speaks of the node that ran the script.
+	// Fewer acknowledgements: the pipeline runs again (the script finds its
+	// done markers, or, on a new primary that lost them, writes again) until
+	// enough replicas acknowledge or RedisRetryFor passes; then the jobs are
+	// not done: the task fails with ErrNotReplicated and asynq runs it
+	// again (never Sidekiq's retry set: the done markers, set on the
+	// primary, would make that a no-op). 0 (default): no WAIT; a failover
+	// may then drop a write-back the old primary acknowledged (see
+	// docs/failover.md).
+	WaitReplicas int
+	// WaitTimeout is WAIT's timeout, at most 2 s. Default 1 s.
+	WaitTimeout time.Duration
+
 	// Limits bound each name (default predictor.DefaultLimits).
 	Limits predictor.Limits
 	// MaxNames is the most names one job may ask for. Default: 1000.
@@ -179,6 +196,9 @@ func (c HandlerConfig) WithDefaults() HandlerConfig {
 	if c.RedisRetryFor == 0 {
 		c.RedisRetryFor = 20 * time.Second
 	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = time.Second
+	}
 	if c.RetryDelay == nil {
 		c.RetryDelay = sidekiq.Backoff
 	}
@@ -209,6 +229,10 @@ func (c HandlerConfig) validate() error {
 		return fmt.Errorf("worker: ReplyTTL (%v) and DoneTTL (%v) must be at least 1s", c.ReplyTTL, c.DoneTTL)
 	case c.RedisRetryFor < 0 || c.RedisRetryFor > 25*time.Second:
 		return fmt.Errorf("worker: RedisRetryFor %v, want [0, 25s] (asynq's lease is 30 s)", c.RedisRetryFor)
+	case c.WaitReplicas < 0 || c.WaitReplicas > 100:
+		return fmt.Errorf("worker: WaitReplicas %d, want 0 (no WAIT) to 100", c.WaitReplicas)
+	case c.WaitTimeout < time.Millisecond || c.WaitTimeout > 2*time.Second:
+		return fmt.Errorf("worker: WaitTimeout %v, want [1ms, 2s] (it runs within the connection's 3 s read timeout)", c.WaitTimeout)
 	case c.MaxNames < 1 || c.MaxPayloadBytes < 1:
 		return errors.New("worker: MaxNames and MaxPayloadBytes must be positive")
 	}
@@ -768,18 +792,40 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 	}
 	var res writeBackResult
 	attempts := 0
-	err := h.retry(ctx, func() error {
-		attempts++
-		v, err := writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Result()
-		if err != nil {
-			h.observe(err)
+	var acked int64
+	var waitUntil time.Time
+	for {
+		err := h.retry(ctx, func() error {
+			attempts++
+			var v any
+			var err error
+			if h.cfg.WaitReplicas > 0 {
+				v, acked, err = h.writeBackWait(ctx, keys, args)
+			} else {
+				v, err = writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Result()
+			}
+			if err != nil {
+				h.observe(err)
+				return err
+			}
+			res, err = parseWriteBack(v, len(marked))
 			return err
+		})
+		if err != nil {
+			return fmt.Errorf("writing cache entries and write-back: %w", err)
 		}
-		res, err = parseWriteBack(v, len(marked))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("writing cache entries and write-back: %w", err)
+		if h.cfg.WaitReplicas == 0 || acked >= int64(h.cfg.WaitReplicas) {
+			break
+		}
+		if waitUntil.IsZero() {
+			waitUntil = time.Now().Add(h.cfg.RedisRetryFor)
+			h.log.Warn("write-back not yet on enough replicas; waiting", zap.Int64("acknowledged", acked),
+				zap.Int("want", h.cfg.WaitReplicas), zap.Int("jobs", len(marked)))
+		}
+		if time.Now().After(waitUntil) || ctx.Err() != nil {
+			return fmt.Errorf("%w: %d of %d replicas acknowledged the write-back of %d jobs within %v",
+				ErrNotReplicated, acked, h.cfg.WaitReplicas, len(marked), h.cfg.RedisRetryFor)
+		}
 	}
 	for i, j := range marked {
 		switch {
@@ -796,6 +842,47 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		j.ok = j.fail == nil
 	}
 	return nil
+}
+
+// ErrNotReplicated: with HandlerConfig.WaitReplicas, a write-back that too
+// few replicas acknowledged within RedisRetryFor. Its jobs are not done:
+// the task fails and asynq runs it again.
+var ErrNotReplicated = errors.New("write-back not acknowledged by enough replicas (WAIT)")
+
+// WaitBarrierKey is the key the WAIT pipeline writes after the write-back
+// script. WAIT waits for this connection's last write: when the script
+// wrote nothing (every marker was set by an earlier run, maybe on another
+// connection), the barrier still moves that point past it.
+const WaitBarrierKey = "maskpredictor:wait-barrier"
+
+// writeBackWait runs writeBackScript, the barrier write and WAIT in one
+// pipeline (one connection, one node) and returns the script's answer and
+// the number of replicas that acknowledged. A node that does not have the
+// script yet (a new primary after a failover) gets it loaded first.
+func (h *Handler) writeBackWait(ctx context.Context, keys []string, args []any) (any, int64, error) {
+	for loaded := false; ; loaded = true {
+		var script *redis.Cmd
+		var wait *redis.IntCmd
+		_, err := h.cfg.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			script = writeBackScript.EvalSha(ctx, p, keys, args...)
+			p.Set(ctx, WaitBarrierKey, "1", time.Minute)
+			// Not p.Wait (not in Pipeliner): the same command. The pipeline's
+			// read timeout (go-redis' 3 s) bounds it: WaitTimeout ≤ 2 s.
+			wait = redis.NewIntCmd(ctx, "wait", h.cfg.WaitReplicas, h.cfg.WaitTimeout.Milliseconds())
+			_ = p.Process(ctx, wait)
+			return nil
+		})
+		if serr := script.Err(); serr != nil && !loaded && redis.HasErrorPrefix(serr, "NOSCRIPT") {
+			if err := writeBackScript.Load(ctx, h.cfg.Redis).Err(); err != nil {
+				return nil, 0, fmt.Errorf("loading the write-back script: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return script.Val(), wait.Val(), nil
+	}
 }
 
 // observe tells the Guard about a write's error (an OOM reply stops cache

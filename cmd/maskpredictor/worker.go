@@ -38,6 +38,8 @@ type workerFlags struct {
 	classes         string
 	idlePoll        time.Duration
 	redisBackoff    time.Duration
+	waitReplicas    int
+	waitTimeout     time.Duration
 	reload          reloadFlags
 }
 
@@ -64,6 +66,10 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 	env(e)
 	wf.labelsMax, e = envLabelsMax(sys)
 	env(e)
+	waitReplicas, e := envInt(sys, "REDIS_WAIT_REPLICAS", 0)
+	env(e)
+	waitTimeout, e := envDuration(sys, "REDIS_WAIT_TIMEOUT", time.Second)
+	env(e)
 	env(wf.reload.register(fs, sys))
 	wf.redis.register(fs)
 	wf.model.register(fs)
@@ -87,6 +93,10 @@ func (wf *workerFlags) register(fs *flag.FlagSet, sys IO) error {
 		"longest wait between two looks for work once the worker is idle (this process's own jobs wake it at once) ($WORKER_IDLE_POLL_INTERVAL)")
 	fs.DurationVar(&wf.redisBackoff, "redis-max-backoff", redisBackoff,
 		"longest interval between two attempts while Redis refuses the worker (wrong password, full, read-only, unreachable) ($REDIS_MAX_BACKOFF)")
+	fs.IntVar(&wf.waitReplicas, "redis-wait-replicas", waitReplicas,
+		"a job counts as done only once its write-back (callbacks, replies, done marker) is on this many replicas (Redis WAIT); 0: no WAIT, a failover may drop the last acknowledged write-backs ($REDIS_WAIT_REPLICAS)")
+	fs.DurationVar(&wf.waitTimeout, "redis-wait-timeout", waitTimeout,
+		"WAIT's timeout per attempt, at most 2s; attempts go on for up to 20s, then the job runs again ($REDIS_WAIT_TIMEOUT)")
 	fs.StringVar(&wf.classes, "classes", envString(sys, "WORKER_CLASSES", strings.Join(sidekiq.DefaultClasses, ",")),
 		"job classes run, comma-separated (an ActiveJob job counts by its own class): "+sidekiq.PredictionClass+" jobs are predicted, "+sidekiq.LabelClass+" jobs store a label; a job of another class on our queues goes to the dead set, never run ($WORKER_CLASSES)")
 	fs.BoolVar(&wf.noScheduler, "no-scheduler", sys.Env("WORKER_NO_SCHEDULER") == "true",
@@ -127,6 +137,10 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		return nil, fmt.Errorf("%w: --idle-poll-interval %v, want [--poll-interval, 5s]", errUsage, wf.idlePoll)
 	case wf.redisBackoff < time.Second || wf.redisBackoff > 10*time.Minute:
 		return nil, fmt.Errorf("%w: --redis-max-backoff %v, want [1s, 10m]", errUsage, wf.redisBackoff)
+	case wf.waitReplicas < 0 || wf.waitReplicas > 100:
+		return nil, fmt.Errorf("%w: --redis-wait-replicas %d, want 0 (no WAIT) to 100", errUsage, wf.waitReplicas)
+	case wf.waitTimeout < time.Millisecond || wf.waitTimeout > 2*time.Second:
+		return nil, fmt.Errorf("%w: --redis-wait-timeout %v, want [1ms, 2s]", errUsage, wf.waitTimeout)
 	}
 	var classes []string
 	for _, c := range strings.Split(wf.classes, ",") {
@@ -175,6 +189,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 			Limits:        wf.limits,
 			Classes:       classes,
 			Observers:     obs,
+			WaitReplicas:  wf.waitReplicas,
+			WaitTimeout:   wf.waitTimeout,
 		},
 		Queues:           queues,
 		Concurrency:      wf.concurrency,
@@ -194,6 +210,9 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	fields := append(rc.fields(), zap.String("model", l.source), zap.String("model_version", p.Version()))
+	if wf.waitReplicas > 0 {
+		fields = append(fields, zap.Int("redis_wait_replicas", wf.waitReplicas), zap.Duration("redis_wait_timeout", wf.waitTimeout))
+	}
 	if l.fallback != "" {
 		fields = append(fields, zap.String("fallback_reason", l.fallback))
 	}
