@@ -11,6 +11,34 @@ type Scored struct {
 	Score      float64
 }
 
+// ReviewQueue is a ranked review queue as the sidecar prints it: the answer
+// of GET /admin/api/review and of `maskpredictor review --json`, one shape.
+type ReviewQueue struct {
+	Names []ReviewEntry `json:"names"`
+	// Candidates is how many distinct unlabelled names were ranked.
+	Candidates   int    `json:"candidates"`
+	ModelVersion string `json:"model_version"`
+	// Partial: not every candidate could be looked at (the admin's bounded
+	// walk of the cache).
+	Partial bool `json:"partial,omitempty"`
+}
+
+// ReviewEntry is one name of a ReviewQueue.
+type ReviewEntry struct {
+	MaskName   string      `json:"mask_name"`
+	Score      float64     `json:"score"`
+	Prediction *Prediction `json:"prediction"`
+}
+
+// NewReviewQueue lists ranked (Review's answer) as a ReviewQueue.
+func NewReviewQueue(ranked []Scored, candidates int, modelVersion string) ReviewQueue {
+	q := ReviewQueue{Names: make([]ReviewEntry, len(ranked)), Candidates: candidates, ModelVersion: modelVersion}
+	for i, s := range ranked {
+		q.Names[i] = ReviewEntry{MaskName: s.Prediction.MaskName, Score: s.Score, Prediction: s.Prediction}
+	}
+	return q
+}
+
 // Review ranks predictions made by c for labelling and returns at most limit of them (limit <= 0: all),
 // best first. Deterministic (ties broken by normalized name). Predictions must carry TokenConfidences
 // (every CRF prediction does; rule-fallback ones have none and rank by a documented rule).

@@ -15,14 +15,6 @@ import (
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
 
-// reviewEntry is one ranked name of `review --json`, the shape of the
-// review API's (GET /admin/api/review) entries.
-type reviewEntry struct {
-	MaskName   string                `json:"mask_name"`
-	Score      float64               `json:"score"`
-	Prediction *predictor.Prediction `json:"prediction"`
-}
-
 // runReview is `review --data NAMES.txt`: rank a plain list of names for
 // labelling offline (predictor.Review: the names a person's label would
 // teach the model most first), with no Redis and no service, so an operator
@@ -67,14 +59,7 @@ func runReview(ctx context.Context, args []string, sys IO) error {
 	}
 	ranked := predictor.Review(c, preds, *limit)
 	if *asJSON {
-		out := struct {
-			Names        []reviewEntry `json:"names"`
-			Candidates   int           `json:"candidates"`
-			ModelVersion string        `json:"model_version"`
-		}{Names: make([]reviewEntry, len(ranked)), Candidates: countDistinct(preds), ModelVersion: c.Version()}
-		for i, s := range ranked {
-			out.Names[i] = reviewEntry{MaskName: s.Prediction.MaskName, Score: s.Score, Prediction: s.Prediction}
-		}
+		out := predictor.NewReviewQueue(ranked, countDistinct(preds), c.Version())
 		enc := json.NewEncoder(sys.Stdout)
 		enc.SetEscapeHTML(false)
 		return enc.Encode(out)

@@ -130,13 +130,6 @@ func (h *Handler) storeFailed(w http.ResponseWriter, what string, err error) {
 // errNoStore is the answer without Redis.
 const errNoStore = "the label store needs Redis: not configured"
 
-// reviewEntry is one name of the review queue.
-type reviewEntry struct {
-	MaskName   string                `json:"mask_name"`
-	Score      float64               `json:"score"`
-	Prediction *predictor.Prediction `json:"prediction"`
-}
-
 func (h *Handler) apiReview(w http.ResponseWriter, r *http.Request) {
 	limit := DefaultReviewLimit
 	if s := r.URL.Query().Get("limit"); s != "" {
@@ -154,15 +147,8 @@ func (h *Handler) apiReview(w http.ResponseWriter, r *http.Request) {
 		h.reviewFailed(w, err)
 		return
 	}
-	out := struct {
-		Names        []reviewEntry `json:"names"`
-		Candidates   int           `json:"candidates"`
-		ModelVersion string        `json:"model_version"`
-		Partial      bool          `json:"partial,omitempty"`
-	}{Names: make([]reviewEntry, 0, len(q.items)), Candidates: q.candidates, ModelVersion: q.crf.Version(), Partial: q.partial}
-	for _, s := range q.items {
-		out.Names = append(out.Names, reviewEntry{MaskName: s.Prediction.MaskName, Score: s.Score, Prediction: s.Prediction})
-	}
+	out := predictor.NewReviewQueue(q.items, q.candidates, q.crf.Version())
+	out.Partial = q.partial
 	writeJSONValue(w, http.StatusOK, out)
 }
 
