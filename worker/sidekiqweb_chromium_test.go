@@ -1,11 +1,9 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"image/png"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/maskpredictor/maskpredictor/internal/chromiumtest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 	"github.com/maskpredictor/maskpredictor/worker/sidekiq"
 )
@@ -39,13 +38,13 @@ func TestSidekiqWebInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Ruby Sidekiq Web, puma and Chromium (-short)")
 	}
-	chrome := skwChromium(t)
+	chrome := chromiumtest.Find(t)
 	pumaBin, err := exec.LookPath("puma")
 	if err != nil {
 		t.Skip("puma is not installed (apt-get install puma): Sidekiq Web cannot be served")
 	}
 	ruby := redistest.RequireRubySidekiq(t)
-	arts := skwArtifactsDir(t)
+	arts := chromiumtest.ArtifactsDir(t)
 	ctx := context.Background()
 	rs := redistest.Start(t, redistest.Options{Private: true})
 	web := skwStartWeb(t, pumaBin, rs.URL) // boots while the jobs run
@@ -122,9 +121,9 @@ func TestSidekiqWebInChromium(t *testing.T) {
 			defer func() { <-sem }()
 			shot := filepath.Join(arts, "sidekiqweb_"+p.name+".png")
 			_ = os.Remove(shot)
-			_, errs[i] = skwRunChromium(chrome, "--virtual-time-budget=2000", "--screenshot="+shot, web.url+p.path)
+			_, errs[i] = chromiumtest.Run(chrome, 60*time.Second, "--virtual-time-budget=2000", "--screenshot="+shot, web.url+p.path)
 			if errs[i] == nil {
-				errs[i] = skwCheckScreenshot(shot)
+				errs[i] = chromiumtest.CheckScreenshot(shot)
 			}
 		}()
 	}
@@ -341,77 +340,4 @@ func skwGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, b)
 	}
 	return string(b)
-}
-
-// skwChromium finds Chromium or skips.
-func skwChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("chromium is not installed (apt-get install chromium): skipping the Sidekiq Web screenshots")
-	return ""
-}
-
-// skwArtifactsDir is $ARTIFACTS_DIR, else testdata/artifacts (ignored by git).
-func skwArtifactsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("ARTIFACTS_DIR")
-	if dir == "" {
-		dir = filepath.Join("testdata", "artifacts")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// skwRunChromium runs one headless Chromium with a fresh profile.
-func skwRunChromium(bin string, args ...string) (string, error) {
-	profile, err := os.MkdirTemp("", "chromium-profile-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(profile)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	base := []string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--user-data-dir=" + profile, "--window-size=1280,1000",
-	}
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("chromium %v: %v\n%s", args, err, errb.String())
-	}
-	return out.String(), nil
-}
-
-// skwCheckScreenshot decodes a PNG and checks that something was drawn.
-func skwCheckScreenshot(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	img, err := png.Decode(bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	r, dark := img.Bounds(), 0
-	for y := r.Min.Y; y < r.Max.Y; y += 2 {
-		for x := r.Min.X; x < r.Max.X; x += 2 {
-			cr, cg, cb, _ := img.At(x, y).RGBA()
-			if (299*cr+587*cg+114*cb)/1000 < 0x8000 {
-				dark++
-			}
-		}
-	}
-	if dark < 500 {
-		return fmt.Errorf("%s looks blank (%d dark samples)", path, dark)
-	}
-	return nil
 }

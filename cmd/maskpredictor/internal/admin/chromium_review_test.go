@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maskpredictor/maskpredictor/internal/chromiumtest"
 	"github.com/maskpredictor/maskpredictor/labels"
 	"github.com/maskpredictor/maskpredictor/predictor"
 )
@@ -60,11 +61,7 @@ func startBrowser(t *testing.T, bin string) *browser {
 		t.Fatal(err)
 	}
 	b := &browser{t: t, in: ourOut, pending: map[int]chan cdpReply{}, done: make(chan struct{})}
-	b.cmd = exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--user-data-dir="+profile, "--window-size=1280,1000",
-		"--remote-debugging-pipe", "about:blank")
+	b.cmd = exec.Command(bin, append(chromiumtest.Flags(profile), "--remote-debugging-pipe", "about:blank")...)
 	b.cmd.ExtraFiles = []*os.File{toChrome, fromChrome} // fds 3 and 4
 	b.cmd.Stderr = &b.stderr
 	if err := b.cmd.Start(); err != nil {
@@ -272,7 +269,7 @@ func (b *browser) close() {
 // Enter to save; the label is then in the store and in the cache entry
 // Rails reads.
 func TestChromiumReview(t *testing.T) {
-	bin := chromium(t)
+	bin := chromiumtest.Find(t)
 	ctx := context.Background()
 	f := newFixture(t, Config{User: "ops", Password: "s3cret-pw"})
 	before, _ := f.crf.Predict("Zzyzx Qwerty 99")
@@ -340,8 +337,8 @@ func TestChromiumReview(t *testing.T) {
 		b.key("k", "KeyK", 75, "k")
 		b.waitFor("the skip", `document.querySelector('.item[data-name="`+next+`"]').hidden`)
 	}
-	b.screenshot(filepath.Join(artifactsDir(t), "review.png"))
-	checkScreenshot(t, filepath.Join(artifactsDir(t), "review.png"))
+	b.screenshot(filepath.Join(chromiumtest.ArtifactsDir(t), "review.png"))
+	checkScreenshot(t, filepath.Join(chromiumtest.ArtifactsDir(t), "review.png"))
 
 	// The label is stored, by ops, from the dashboard, and Rails' cache
 	// entry is the label.

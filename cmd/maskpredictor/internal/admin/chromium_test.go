@@ -2,98 +2,34 @@ package admin
 
 import (
 	"bytes"
-	"context"
-	"image"
-	"image/png"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maskpredictor/maskpredictor/internal/chromiumtest"
 )
 
-// chromium finds Debian's headless-capable Chromium.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("chromium is not installed (apt-get install chromium): skipping the browser tests")
-	return ""
-}
-
-// artifactsDir is where screenshots go: $ARTIFACTS_DIR, else
-// testdata/artifacts (ignored by git).
-func artifactsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("ARTIFACTS_DIR")
-	if dir == "" {
-		dir = filepath.Join("testdata", "artifacts")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// runChromium runs one headless Chromium with a profile of its own and
-// returns its standard output (the DOM, for --dump-dom).
+// runChromium runs one headless Chromium (chromiumtest.Run) and returns its
+// standard output (the DOM, for --dump-dom).
 func runChromium(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	profile, err := os.MkdirTemp("", "chromium-profile-")
+	out, err := chromiumtest.Run(bin, 90*time.Second, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(profile)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	base := []string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--user-data-dir=" + profile, "--window-size=1280,1000",
-	}
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, errb.String())
-	}
-	return out.String()
+	return out
 }
 
-// checkScreenshot decodes a PNG and checks that something was drawn.
+// checkScreenshot fails the test when the screenshot at path looks blank.
 func checkScreenshot(t *testing.T, path string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("no screenshot: %v", err)
+	if err := chromiumtest.CheckScreenshot(path); err != nil {
+		t.Error(err)
 	}
-	img, err := png.Decode(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", path, err)
-	}
-	r := img.Bounds()
-	dark := 0
-	for y := r.Min.Y; y < r.Max.Y; y += 2 {
-		for x := r.Min.X; x < r.Max.X; x += 2 {
-			if lum(img, x, y) < 0x8000 {
-				dark++
-			}
-		}
-	}
-	if dark < 500 {
-		t.Errorf("screenshot %s looks blank (%d dark samples)", path, dark)
-	}
-	t.Logf("screenshot: %s (%dx%d)", path, r.Dx(), r.Dy())
-}
-
-func lum(img image.Image, x, y int) uint32 {
-	r, g, b, _ := img.At(x, y).RGBA()
-	return (299*r + 587*g + 114*b) / 1000
+	t.Logf("screenshot: %s", path)
 }
 
 // TestChromium drives the dashboard with headless Chromium: refused
@@ -101,13 +37,13 @@ func lum(img image.Image, x, y int) uint32 {
 // with the model version and the mask_predictions queue, and asynqmon's
 // React UI rendering its queue list from its API behind the same auth.
 func TestChromium(t *testing.T) {
-	bin := chromium(t)
+	bin := chromiumtest.Find(t)
 	f := newFixture(t, Config{User: "ops", Password: "s3cret-pw"})
 	u, err := url.Parse(f.URL) // http://127.0.0.1:<port>
 	if err != nil {
 		t.Fatal(err)
 	}
-	arts := artifactsDir(t)
+	arts := chromiumtest.ArtifactsDir(t)
 
 	t.Run("no credentials: 401", func(t *testing.T) {
 		netlog := filepath.Join(t.TempDir(), "netlog.json")
