@@ -27,9 +27,9 @@ import (
 
 // The chaos tests run the real binary as a subprocess against a private
 // redis-server and check that no job is ever lost. They run in parallel
-// with each other and take about a minute and a half together (asynq
-// recovers the tasks of a SIGKILLed worker only after their 30 s lease has
-// expired and its recoverer's next 1-minute round). -short skips them.
+// with each other and take about a minute together (a SIGKILLed worker's
+// tasks run again once their lease has gone 12 s unextended and its asynq
+// workers hash has expired: worker/orphans.go). -short skips them.
 
 const chaosCallback = "ChaosCallbackJob"
 
