@@ -1,0 +1,488 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maskpredictor/maskpredictor/internal/redistest"
+)
+
+// Redis Sentinel (issue 15 items 1 and 2): the sidecar's processes, built
+// and run as subprocesses, find the primary through three sentinels; the
+// primary is SIGKILLed while 20,000 jobs pushed by Ruby's Sidekiq client
+// (through Sentinel too) drain; every process must follow the promoted
+// replica within 30 s, and the lost and duplicated callbacks are counted,
+// without and with REDIS_WAIT_REPLICAS.
+
+func TestSentinelUsageErrors(t *testing.T) {
+	bin := buildSentinelBinary(t)
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"REDIS_SENTINELS=127.0.0.1:26379"}, "REDIS_SENTINEL_MASTER is not"},
+		{[]string{"REDIS_SENTINEL_MASTER=mymaster"}, "REDIS_SENTINELS is not"},
+		{[]string{"REDIS_SENTINELS=127.0.0.1", "REDIS_SENTINEL_MASTER=m"}, "is not host:port"},
+		{[]string{"REDIS_SENTINELS=h:0", "REDIS_SENTINEL_MASTER=m"}, "no valid port"},
+		{[]string{"REDIS_SENTINEL_PASSWORD=x"}, "REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not"},
+	} {
+		for _, cmd := range [][]string{{"worker"}, {"enqueue", "x"}, {"labels", "list"}} {
+			ex := exec.Command(bin, cmd...)
+			ex.Env = append(sentinelFreeEnv(), c.env...)
+			out, err := ex.CombinedOutput()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != 2 || !strings.Contains(string(out), c.want) {
+				t.Errorf("%v %v: exit %d, want 2 with %q:\n%s", c.env, cmd, code, c.want, out)
+			}
+		}
+	}
+}
+
+// TestSentinelFailoverPlain: no WAIT. The figure is measured, not asserted:
+// a failover may drop write-backs the old primary acknowledged
+// (docs/failover.md).
+func TestSentinelFailoverPlain(t *testing.T) {
+	r := sentinelFailover(t, 0)
+	if r.switchWorst > 30*time.Second {
+		t.Errorf("a process followed the new primary only after %v, want ≤ 30 s", r.switchWorst)
+	}
+}
+
+// TestSentinelFailoverWait: REDIS_WAIT_REPLICAS=1: no confirmed job lost,
+// no callback twice.
+func TestSentinelFailoverWait(t *testing.T) {
+	r := sentinelFailover(t, 1)
+	if r.switchWorst > 30*time.Second {
+		t.Errorf("a process followed the new primary only after %v, want ≤ 30 s", r.switchWorst)
+	}
+	if r.lost != 0 || r.duplicates != 0 {
+		t.Errorf("with REDIS_WAIT_REPLICAS=1: %d lost, %d duplicate callbacks, want 0 and 0", r.lost, r.duplicates)
+	}
+}
+
+type failoverResult struct {
+	lost, duplicates int
+	switchWorst      time.Duration
+}
+
+const (
+	failoverJobs     = 20000
+	failoverCallback = "FailoverCallbackJob"
+)
+
+func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
+	if testing.Short() {
+		t.Skip("starts five redis-server processes and three sidecars; skipped with -short")
+	}
+	ruby := redistest.RequireRubySidekiq(t)
+	t.Parallel()
+	ss := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	bin := buildSentinelBinary(t)
+	ctx := context.Background()
+	old := ss.Nodes[0]
+	oldID := replID(t, old.Client())
+
+	env := append(sentinelFreeEnv(),
+		"REDIS_SENTINELS="+strings.Join(ss.Addrs, ","), "REDIS_SENTINEL_MASTER="+ss.Master,
+		// The URL's host is ignored with Sentinel; its DB still applies.
+		"REDIS_URL=redis://127.0.0.1:1/0",
+		"LOG_FORMAT=json", "LOG_LEVEL=info", "CALLBACK_CLASS="+failoverCallback,
+		"REDIS_WAIT_REPLICAS="+strconv.Itoa(waitReplicas), "REDIS_WAIT_TIMEOUT=500ms")
+	port := freeTCPPort(t)
+	procs := []*sentinelProc{
+		startSentinelProc(t, bin, env, "worker"),
+		startSentinelProc(t, bin, env, "worker"),
+		startSentinelProc(t, bin, append(env, "PORT="+strconv.Itoa(port)), "run"),
+	}
+	health := func() map[string]any {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var h map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&h)
+		return h
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		h := health()
+		if h != nil && h["redis_primary"] == oldID[:12] && h["redis_role"] == "master" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/health before the failover: %v, want redis_primary %s", h, oldID[:12])
+		}
+	}
+
+	// Ruby's Sidekiq client pushes through Sentinel, 2,500 jobs/s.
+	pusher := exec.Command(ruby, filepath.Join("testdata", "sentinel_push.rb"))
+	pusher.Env = append(os.Environ(), "SENTINELS="+strings.Join(ss.Addrs, ","), "MASTER="+ss.Master,
+		"N="+strconv.Itoa(failoverJobs), "RATE=2500")
+	pushOut, err := pusher.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pushErr strings.Builder
+	pusher.Stderr = &pushErr
+	pusher.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := pusher.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pusher.Process.Kill() })
+	var pmu sync.Mutex
+	confirmed, unconfirmed, retried := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	pushed := make(chan struct{})
+	go func() {
+		defer close(pushed)
+		sc := bufio.NewScanner(pushOut)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var g struct {
+				JIDs      [][2]string `json:"jids"`
+				Confirmed bool        `json:"confirmed"`
+				Retried   bool        `json:"retried"`
+			}
+			if json.Unmarshal(sc.Bytes(), &g) != nil {
+				continue
+			}
+			pmu.Lock()
+			for _, j := range g.JIDs {
+				if g.Confirmed {
+					confirmed[j[0]] = true
+				} else {
+					unconfirmed[j[0]] = true
+				}
+				if g.Retried {
+					retried[j[0]] = true
+				}
+			}
+			pmu.Unlock()
+		}
+	}()
+
+	// Mid-drain: the primary is SIGKILLed once 6,000 callbacks are written.
+	oc := old.Client()
+	for deadline := time.Now().Add(30 * time.Second); oc.LLen(ctx, "queue:default").Val() < 6000; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not 6,000 callbacks after 30 s: %d\n%s", oc.LLen(ctx, "queue:default").Val(), lastLines(procs[0].log(), 20))
+		}
+	}
+	before := oc.LLen(ctx, "queue:default").Val()
+	killed := time.Now()
+	old.Kill()
+	primary := ss.WaitFailover(old.Addr, 30*time.Second)
+	promoted := time.Since(killed)
+	// As systemd or an operator would: the old primary comes back, and the
+	// sentinels make it a replica of the new one (WAIT 1 needs a replica).
+	old.StartAgain()
+	t.Logf("primary SIGKILLed after %d callbacks; sentinels promoted %s after %v", before, primary.Addr, promoted.Round(time.Millisecond))
+
+	// Every process follows: the workers log the change, /health shows it.
+	var worst time.Duration
+	for i, p := range procs {
+		at, ok := p.waitLog(`"msg":"Redis primary changed`, killed, 30*time.Second)
+		if !ok {
+			t.Errorf("process %d (%s) did not log a switch to the new primary within 30 s:\n%s", i, p.what, lastLines(p.log(), 20))
+			worst = max(worst, time.Hour)
+			continue
+		}
+		t.Logf("process %d (%s) on the new primary %v after the kill", i, p.what, at.Sub(killed).Round(time.Millisecond))
+		worst = max(worst, at.Sub(killed))
+	}
+	newID := replID(t, primary.Client())
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		h := health()
+		if h != nil && h["redis_primary"] == newID[:12] && h["redis_role"] == "master" {
+			t.Logf("/health names the new primary (%s) %v after the kill", newID[:12], time.Since(killed).Round(time.Millisecond))
+			worst = max(worst, time.Since(killed))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("/health 30 s after the failover: %v, want redis_primary %s", h, newID[:12])
+			break
+		}
+	}
+
+	if err := pusher.Wait(); err != nil {
+		t.Fatalf("pusher: %v\n%s", err, pushErr.String())
+	}
+	<-pushed
+	t.Logf("pusher: %d jobs confirmed on a replica, %d unconfirmed, %d in retried groups; its errors:\n%s",
+		len(confirmed), len(unconfirmed), len(retried), lastLines(pushErr.String(), 5))
+
+	// Wait until every confirmed job has its callback, or nothing changes
+	// for 20 s (what is lost then stays lost).
+	pc := primary.Client()
+	var c callbackCount
+	last, lastChange := -1, time.Now()
+	for {
+		c = countCallbacks(ctx, t, pc, confirmed, unconfirmed, retried)
+		if c.missing == 0 && pc.LLen(ctx, "queue:mask_predictions").Val() == 0 {
+			break
+		}
+		if c.total != last {
+			last, lastChange = c.total, time.Now()
+		}
+		if time.Since(lastChange) > 20*time.Second {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("REDIS_WAIT_REPLICAS=%d: %d jobs pushed (%d confirmed by a replica); %d callbacks; lost (confirmed, no callback) %d; "+
+		"duplicate callbacks %d (+%d of retried pushes); unconfirmed pushes without a callback %d; done %v after the kill",
+		waitReplicas, len(confirmed)+len(unconfirmed), len(confirmed), c.total, c.missing, c.duplicates, c.retriedDuplicates,
+		c.unconfirmedMissing, time.Since(killed).Round(time.Millisecond))
+	if c.missing > 0 {
+		t.Logf("where the lost jobs are: %s", c.example)
+	}
+	for _, p := range procs {
+		p.signal(syscall.SIGTERM)
+	}
+	for i, p := range procs {
+		if code, ok := p.wait(30 * time.Second); !ok || code != 0 {
+			t.Errorf("process %d (%s): SIGTERM: exit %d (exited %v)\n%s", i, p.what, code, ok, lastLines(p.log(), 20))
+		}
+	}
+	return failoverResult{lost: c.missing, duplicates: c.duplicates, switchWorst: worst}
+}
+
+type callbackCount struct {
+	total, missing, duplicates, retriedDuplicates, unconfirmedMissing int
+	example                                                          string
+}
+
+func countCallbacks(ctx context.Context, t *testing.T, rdb *redis.Client, confirmed, unconfirmed, retried map[string]bool) callbackCount {
+	t.Helper()
+	var c callbackCount
+	cbs, err := rdb.LRange(ctx, "queue:default", 0, -1).Result()
+	if err != nil {
+		c.missing = len(confirmed)
+		return c
+	}
+	c.total = len(cbs)
+	seen := map[string]int{}
+	for _, raw := range cbs {
+		var cb struct {
+			Class string `json:"class"`
+			Args  []struct {
+				JID string `json:"jid"`
+			} `json:"args"`
+		}
+		if json.Unmarshal([]byte(raw), &cb) != nil || cb.Class != failoverCallback || len(cb.Args) != 1 {
+			t.Fatalf("bad callback job %s", raw)
+		}
+		seen[cb.Args[0].JID]++
+	}
+	for jid, n := range seen {
+		if n > 1 && retried[jid] {
+			c.retriedDuplicates += n - 1
+		} else if n > 1 {
+			c.duplicates += n - 1
+		}
+	}
+	for jid := range confirmed {
+		if seen[jid] == 0 {
+			c.missing++
+			if c.example == "" {
+				c.example = locate(ctx, rdb, jid)
+			}
+		}
+	}
+	for jid := range unconfirmed {
+		if seen[jid] == 0 {
+			c.unconfirmedMissing++
+		}
+	}
+	return c
+}
+
+// locate says where a jid is in Redis (the keys the sidecar and asynq use).
+func locate(ctx context.Context, rdb *redis.Client, jid string) string {
+	var where []string
+	keys, _ := rdb.Keys(ctx, "*").Result()
+	for _, k := range keys {
+		switch rdb.Type(ctx, k).Val() {
+		case "list":
+			for _, v := range rdb.LRange(ctx, k, 0, -1).Val() {
+				if strings.Contains(v, jid) {
+					where = append(where, "list "+k)
+					break
+				}
+			}
+		case "zset":
+			for _, v := range rdb.ZRange(ctx, k, 0, -1).Val() {
+				if strings.Contains(v, jid) {
+					where = append(where, "zset "+k)
+					break
+				}
+			}
+		case "hash":
+			if strings.Contains(k, ":t:") && strings.Contains(rdb.HGet(ctx, k, "msg").Val(), jid) {
+				where = append(where, "task "+k+" state="+rdb.HGet(ctx, k, "state").Val())
+			}
+		}
+	}
+	if len(where) == 0 {
+		return jid + ": nowhere"
+	}
+	return jid + ": " + strings.Join(where, "; ")
+}
+
+func replID(t *testing.T, rdb *redis.Client) string {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "replication").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok && len(v) >= 12 {
+			return v
+		}
+	}
+	t.Fatalf("no master_replid in %s", info)
+	return ""
+}
+
+// sentinelFreeEnv is the test's environment without any Redis setting.
+func sentinelFreeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_") && !strings.HasPrefix(kv, "PORT=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// buildSentinelBinary builds the binary into the test's directory.
+func buildSentinelBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "maskpredictor")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// sentinelProc is a sidecar subprocess with its log in a file.
+type sentinelProc struct {
+	what    string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	logPath string
+}
+
+func startSentinelProc(t *testing.T, bin string, env []string, args ...string) *sentinelProc {
+	t.Helper()
+	p := &sentinelProc{what: args[0], done: make(chan struct{}), logPath: filepath.Join(t.TempDir(), "sidecar.log")}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.signal(syscall.SIGKILL); <-p.done; logf.Close() })
+	if _, ok := p.waitLog(`"msg":"worker started"`, time.Time{}, 20*time.Second); !ok {
+		t.Fatalf("%s not started after 20 s:\n%s", args[0], lastLines(p.log(), 30))
+	}
+	return p
+}
+
+func (p *sentinelProc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *sentinelProc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+func (p *sentinelProc) wait(timeout time.Duration) (int, bool) {
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		return 0, false
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode(), true
+	}
+	return 0, true
+}
+
+// waitLog waits for a log line containing needle stamped after since and
+// returns its time.
+func (p *sentinelProc) waitLog(needle string, since time.Time, timeout time.Duration) (time.Time, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, line := range strings.Split(p.log(), "\n") {
+			if !strings.Contains(line, needle) {
+				continue
+			}
+			var l struct {
+				TS string `json:"ts"`
+			}
+			_ = json.Unmarshal([]byte(line), &l)
+			at, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
+			if err != nil {
+				at = time.Now()
+			}
+			if !at.Before(since) {
+				return at, true
+			}
+		}
+		select {
+		case <-p.done:
+			return time.Time{}, false
+		default:
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
