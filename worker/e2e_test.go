@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -102,6 +105,69 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitIdle waits until the worker has nothing left to do for queues: no due
+// job of theirs in Sidekiq's retry or schedule set, none in queue:<name>, none
+// in a bridge's in-flight list, no asynq task pending, running or waiting for
+// asynq's retry (one atomic read), and then still no due or queued job (where
+// a failed job goes back to). A job only moves on along that path, and it is
+// read in that order, so a job on its way is seen somewhere. Once it returns,
+// whatever the worker was going to do with the jobs it had, it has done:
+// a test that asserts something did not happen (a second callback, another
+// dead entry) asserts it after this, not after a sleep.
+func waitIdle(t testing.TB, rdb *redis.Client, queues ...string) {
+	t.Helper()
+	ctx := context.Background()
+	in := asynq.NewInspectorFromRedisClient(rdb) // on rdb: nothing to close
+	served := map[string]bool{}
+	for _, q := range queues {
+		served[q] = true
+	}
+	sidekiqSide := func() string {
+		now := strconv.FormatFloat(float64(time.Now().UnixNano())/1e9, 'f', 6, 64)
+		for _, set := range []string{"retry", "schedule"} {
+			for _, raw := range rdb.ZRangeByScore(ctx, set, &redis.ZRangeBy{Min: "-inf", Max: now}).Val() {
+				var j struct{ Queue, JID string }
+				if json.Unmarshal([]byte(raw), &j) == nil && served[j.Queue] {
+					return fmt.Sprintf("%s due in %s", j.JID, set)
+				}
+			}
+		}
+		for _, q := range queues {
+			if n := rdb.LLen(ctx, sidekiq.QueueKey(q)).Val(); n > 0 {
+				return fmt.Sprintf("%d in %s", n, sidekiq.QueueKey(q))
+			}
+		}
+		return ""
+	}
+	busy := func() string {
+		if s := sidekiqSide(); s != "" {
+			return s
+		}
+		for _, key := range rdb.Keys(ctx, "maskpredictor:bridge:inflight:*").Val() {
+			if n := rdb.LLen(ctx, key).Val(); n > 0 {
+				return fmt.Sprintf("%d in %s", n, key)
+			}
+		}
+		for _, q := range queues {
+			qi, err := in.GetQueueInfo(q)
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				continue
+			}
+			if err != nil {
+				return err.Error()
+			}
+			if qi.Pending+qi.Active+qi.Scheduled+qi.Retry > 0 {
+				return fmt.Sprintf("asynq queue %s: %d pending, %d active, %d scheduled, %d retry", q, qi.Pending, qi.Active, qi.Scheduled, qi.Retry)
+			}
+		}
+		return sidekiqSide()
+	}
+	waitFor(t, 30*time.Second, "the worker to have nothing left to do", func() (bool, string) {
+		s := busy()
+		return s == "", s
+	})
 }
 
 type readBack struct {
@@ -516,7 +582,7 @@ func TestEndToEndBadJobsEndAlone(t *testing.T) {
 		cb, dead := rdb.LLen(ctx, "queue:default").Val(), rdb.ZCard(ctx, "dead").Val()
 		return cb >= int64(good) && dead >= int64(nbad), fmt.Sprintf("callbacks %d/%d, dead %d/%d", cb, good, dead, nbad)
 	})
-	time.Sleep(200 * time.Millisecond) // nothing more may come
+	waitIdle(t, rdb, sidekiq.DefaultQueue) // nothing more may come
 
 	var rb readBack
 	if err := json.Unmarshal(ruby(t, rs.URL, "read_back.rb", writeJSON(t, []string{})), &rb); err != nil {

@@ -401,7 +401,10 @@ func TestHandlerNoCacheWritesUnderMemoryPressure(t *testing.T) {
 	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(cache.DefaultCheckInterval + 100*time.Millisecond)
+	waitFor(t, 3*cache.DefaultCheckInterval, "the guard to see the room", func() (bool, string) {
+		ok, why := g.Writable(ctx)
+		return ok, string(why)
+	})
 	if err := h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, job("p9", "Honeywell DF300"))); err != nil {
 		t.Fatal(err)
 	}

@@ -231,7 +231,7 @@ func TestSidekiqWebRetriesDeadAndCounts(t *testing.T) {
 		n := rdb.ZCard(ctx, "dead").Val()
 		return n == 3, fmt.Sprint(n)
 	})
-	time.Sleep(500 * time.Millisecond) // a second run would have called back by now
+	waitIdle(t, rdb, sidekiq.DefaultQueue) // a second run would have called back by now
 	o = sets()
 	if n1, n2 := callbacksFor(ctx, rdb, "t1"), callbacksFor(ctx, rdb, "r1"); n1 != 1 || n2 != 1 {
 		t.Errorf("callbacks: t1 %d, r1 %d, want 1 each", n1, n2)
