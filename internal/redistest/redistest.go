@@ -286,6 +286,21 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
+// Pause stops the server process (SIGSTOP) without ending it: it answers
+// nothing, and a replica then falls behind its primary, whose writes pile
+// up in its output buffer. Resume continues it (SIGCONT).
+func (s *Server) Pause()  { s.send(syscall.SIGSTOP) }
+func (s *Server) Resume() { s.send(syscall.SIGCONT) }
+
+func (s *Server) send(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
 // StartAgain starts a stopped server on the same port and directory.
 func (s *Server) StartAgain() {
 	s.tb.Helper()

@@ -42,7 +42,7 @@ start = Time.now
         Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => "mask_predictions",
                              "args" => [name, i], "jid" => jid)
       end
-      confirmed = conn.call([:wait, 1, 1000]).to_i >= 1
+      confirmed = conn.call([:wait, 1, 250]).to_i >= 1
     end
   rescue Redis::BaseConnectionError, Redis::CommandError => e
     warn "push failed (#{e.class}: #{e.message}); again"
