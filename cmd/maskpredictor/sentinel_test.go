@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 )
@@ -505,5 +506,46 @@ func (p *sentinelProc) waitLog(needle string, since time.Time, timeout time.Dura
 			return time.Time{}, false
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRedisConfigSentinel: with REDIS_SENTINELS the URL's password,
+// username, DB and TLS go to the failover client; its host does not.
+func TestRedisConfigSentinel(t *testing.T) {
+	env := map[string]string{"REDIS_TLS_URL": "rediss://u:s3cret@h:1/3", "REDIS_SENTINELS": " 10.0.0.1:26379, 10.0.0.2:26380 ",
+		"REDIS_SENTINEL_MASTER": "mymaster", "REDIS_SENTINEL_PASSWORD": "sp"}
+	var rf redisFlags
+	rc, err := rf.config(IO{Env: func(k string) string { return env[k] }}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := rf.config(IO{Env: func(string) string { return "" }}, zap.NewNop()); again != rc {
+		t.Error("config is not built once per process")
+	}
+	c, ok := rc.client(3).(*redis.Client)
+	if !ok {
+		t.Fatalf("client %T", rc.client(3))
+	}
+	defer c.Close()
+	o := c.Options()
+	if o.Addr != "FailoverClient" || o.DB != 3 || o.Username != "u" || o.Password != "s3cret" || o.TLSConfig == nil || o.PoolSize != 3 {
+		t.Errorf("failover client options: addr %s db %d user %q tls %v pool %d", o.Addr, o.DB, o.Username, o.TLSConfig != nil, o.PoolSize)
+	}
+	if rc.Primary() != "" || !strings.Contains(rc.Mode(), `"mymaster" via 10.0.0.1:26379, 10.0.0.2:26380`) {
+		t.Errorf("primary %q, mode %q", rc.Primary(), rc.Mode())
+	}
+	for _, f := range rc.fields() {
+		if strings.Contains(f.String, "s3cret") || strings.Contains(fmt.Sprint(f.Interface), "s3cret") {
+			t.Errorf("log field %s shows the password", f.Key)
+		}
+	}
+	// Without sentinels: the URL's host is the primary.
+	var plain redisFlags
+	pc, err := plain.config(IO{Env: func(k string) string { return map[string]string{"REDIS_URL": "redis://h2:7/1"}[k] }}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Primary() != "h2:7" || pc.sentinel() || pc.Mode() != "REDIS_URL" {
+		t.Errorf("plain: primary %q, mode %q", pc.Primary(), pc.Mode())
 	}
 }
