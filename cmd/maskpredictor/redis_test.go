@@ -176,7 +176,16 @@ func TestWorkerSIGTERMWhileRedisFails(t *testing.T) {
 			p := startProc(t, bin, map[string]string{"REDIS_URL": c.url(rs), "LOG_FORMAT": "json", "LOG_LEVEL": "info"}, "worker")
 			p.waitLog(t, 20*time.Second, `"msg":"worker started"`)
 			p.waitLog(t, 20*time.Second, c.snippet)
-			time.Sleep(2 * time.Second) // a few rounds of backoff
+			degradedLines := func() int { return strings.Count(p.read(p.stderr), `"msg":"Redis degraded`) }
+			waitUntil(t, 20*time.Second, "both clients' 'Redis degraded' lines", func() bool { return degradedLines() >= 2 })
+			// A few rounds of backoff: every attempt of the worker's is a connection
+			// Redis accepts and then gets nothing useful from (wrong password, a TLS
+			// handshake). Redis counts them; a repeated line would be logged by now.
+			admin := rs.Client()
+			conns := func() int64 { return redistest.ParseStats(admin.Info(context.Background(), "stats").Val()).Connections }
+			from, since := conns(), time.Now() // admin's own connection included
+			waitUntil(t, 20*time.Second, "3 more attempts to connect", func() bool { return conns() >= from+3 })
+			t.Logf("%s: %d 'Redis degraded' lines after %d more attempts in %v", c.name, degradedLines(), conns()-from, time.Since(since))
 			took := p.sigterm(t, 30*time.Second)
 			t.Logf("%s: exit %v after SIGTERM", c.name, took)
 			if took > 25*time.Second {

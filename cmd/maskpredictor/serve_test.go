@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -307,7 +308,26 @@ func TestServeGracefulShutdown(t *testing.T) {
 	if _, err := io.WriteString(pw, `{"mask_name":"3M Aura`); err != nil { // half the body: the request is in flight
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The server has accepted its connection: /metrics counts it beside the one
+	// asking (a client of its own, so that one connection is reused).
+	metricsClient := &http.Client{Transport: &http.Transport{}}
+	defer metricsClient.CloseIdleConnections()
+	waitUntil(t, 10*time.Second, "the in-flight request's connection to be accepted", func() bool {
+		resp, err := metricsClient.Get(r.base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "maskpredictor_http_open_connections "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return n >= 2
+			}
+		}
+		return false
+	})
+	metricsClient.CloseIdleConnections()
 	exited := make(chan int, 1)
 	go func() { // SIGTERM; not r.stop, which may t.Fatal (test goroutine only)
 		r.cancel()
@@ -315,7 +335,17 @@ func TestServeGracefulShutdown(t *testing.T) {
 		r.done <- c // for the cleanup
 		exited <- c
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// The shutdown is under way once the listener is closed (http.Server's
+	// Shutdown does that first, then waits for requests in flight).
+	addr := strings.TrimPrefix(r.base, "http://")
+	waitUntil(t, 10*time.Second, "the listener to close", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 	select {
 	case code := <-exited:
 		t.Fatalf("exited (%d) with a request in flight", code)

@@ -199,7 +199,17 @@ func TestNoCacheWritesUnderMemoryPressure(t *testing.T) {
 			if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(c.maxmem(used), 10)).Err(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(1100 * time.Millisecond) // the guard reads INFO at most once a second
+			if c.pressure > 0 {
+				// The guard reads INFO at most once a second: wait until it has seen
+				// the pressure (asking it is what makes it read).
+				deadline := time.Now().Add(5 * time.Second)
+				for ok, _ := guard.Writable(ctx); ok; ok, _ = guard.Writable(ctx) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the guard never saw the pressure: %+v", guard.State())
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
 
 			for i := 0; i < 20; i++ {
 				if r := do(t, ts, "POST", "/predict", `{"mask_name":"`+longName(i)+`"}`); r.code != 200 {
