@@ -2,6 +2,7 @@
 # Sidekiq's own API (Debian's 6.4.1, or 7.3 with RUBYLIB set), printing JSON:
 #
 #   REDIS_URL=... ruby sidekiq_sets.rb push JID NAME [RETRY]  Sidekiq::Client.push of a MaskPredictionJob
+#   REDIS_URL=... ruby sidekiq_sets.rb push_many JSON  [[JID, NAME, RETRY or null], …] in one process
 #   REDIS_URL=... ruby sidekiq_sets.rb sets            the retry and dead sets, Sidekiq::Stats
 #   REDIS_URL=... ruby sidekiq_sets.rb retry_now JID   "Retry Now" on a retry entry
 #   REDIS_URL=... ruby sidekiq_sets.rb kill JID        "Kill" on a retry entry
@@ -28,6 +29,12 @@ when "push"
   retry_opt = ARGV[3] ? Integer(ARGV[3]) : true
   Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => "mask_predictions", "jid" => ARGV.fetch(1),
                        "args" => [ARGV.fetch(2)], "retry" => retry_opt)
+  out.puts "{}"
+when "push_many"
+  JSON.parse(ARGV.fetch(1)).each do |jid, name, retry_opt|
+    Sidekiq::Client.push("class" => "MaskPredictionJob", "queue" => "mask_predictions", "jid" => jid,
+                         "args" => [name], "retry" => retry_opt.nil? ? true : retry_opt)
+  end
   out.puts "{}"
 when "sets"
   s = Sidekiq::Stats.new
