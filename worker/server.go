@@ -352,17 +352,24 @@ func asynqShutdownTimeout(total time.Duration) time.Duration {
 }
 
 // retryDelay is Sidekiq's backoff, except that a task whose worker died
-// (asynq's lease expired) is run again at once: that was no failure of
-// the job.
+// (asynq's lease expired) is run again at once, and one whose write-back
+// the replicas did not acknowledge (ErrNotReplicated, after RedisRetryFor of
+// trying) soon: neither was a failure of the job.
 func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
-	if errors.Is(err, asynq.ErrLeaseExpired) {
+	switch {
+	case errors.Is(err, asynq.ErrLeaseExpired):
 		return time.Second
+	case errors.Is(err, ErrNotReplicated):
+		return 2 * time.Second
 	}
 	return sidekiq.Backoff(n)
 }
 
-// isFailure keeps crash recoveries from using up a job's retries.
-func isFailure(err error) bool { return !errors.Is(err, asynq.ErrLeaseExpired) }
+// isFailure keeps crash recoveries and waits for replicas from using up a
+// job's retries.
+func isFailure(err error) bool {
+	return !errors.Is(err, asynq.ErrLeaseExpired) && !errors.Is(err, ErrNotReplicated)
+}
 
 // Handler is the job handler (for its stats).
 func (s *Server) Handler() *Handler { return s.handler }

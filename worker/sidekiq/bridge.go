@@ -686,7 +686,12 @@ func (b *Bridge) fetch(q string) {
 	ctx := b.runCtx
 	log := b.log.With(zap.String("queue", q))
 	inflight := b.keyInflight(b.cfg.Identity, q)
-	retryInflight := true // first look at what a previous loop left, then fetch
+	// First look at what a previous loop left, then fetch; and look again
+	// every RecoverInterval: a Sentinel failover can undo a hand-over this
+	// loop saw succeed (the new primary has the move, not the Enqueue and
+	// LREM), leaving jobs in our list that no error would send us back to.
+	retryInflight := true
+	var lastOwn time.Time
 	bo := backoff{min: 50 * time.Millisecond, max: b.cfg.MaxBackoff}
 	select { // nothing is moved before this bridge is registered as alive
 	case <-b.registered:
@@ -705,6 +710,9 @@ func (b *Bridge) fetch(q string) {
 		return b.sleep(d)
 	}
 	for !b.stopping() {
+		if time.Since(lastOwn) >= b.cfg.RecoverInterval {
+			retryInflight = true
+		}
 		if retryInflight {
 			items, err := b.rdb.LRange(ctx, inflight, 0, -1).Result()
 			if err != nil {
@@ -720,7 +728,7 @@ func (b *Bridge) fetch(q string) {
 				}
 				continue
 			}
-			retryInflight = false
+			retryInflight, lastOwn = false, time.Now()
 			bo.reset(log)
 			continue
 		}
