@@ -223,14 +223,19 @@ func TestLabelJobFromRuby(t *testing.T) {
 	waitFor("the kit's label", func() bool { return rdb.HExists(ctx, labels.Key, "zimi zm9233 kids").Val() })
 	checkStored("kit", "Zimi ZM9233 Kids", "kit")
 
-	// One log line per label job, marked as such.
-	var lines int
-	for _, line := range strings.Split(stderr.String(), "\n") {
-		if strings.Contains(line, `"msg":"job"`) && strings.Contains(line, `"label":true`) && strings.Contains(line, `"outcome":"ok"`) {
-			lines++
+	// One log line per label job, marked as such (written just after the
+	// label is stored, so waited for).
+	labelLines := func() int {
+		var lines int
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if strings.Contains(line, `"msg":"job"`) && strings.Contains(line, `"label":true`) && strings.Contains(line, `"outcome":"ok"`) {
+				lines++
+			}
 		}
+		return lines
 	}
-	if lines != len(good)+1 {
+	waitFor("the kit's job's log line", func() bool { return labelLines() >= len(good)+1 })
+	if lines := labelLines(); lines != len(good)+1 {
 		t.Errorf("%d ok label job lines, want %d\n%s", lines, len(good)+1, stderr.String())
 	}
 	if code := stop(); code != 0 {
