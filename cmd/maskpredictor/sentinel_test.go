@@ -109,7 +109,7 @@ func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
 		"LOG_FORMAT=json", "LOG_LEVEL=info", "CALLBACK_CLASS="+failoverCallback,
 		"REDIS_WAIT_REPLICAS="+strconv.Itoa(waitReplicas), "REDIS_WAIT_TIMEOUT=500ms")
 	port := freeTCPPort(t)
-	procs := []*sentinelProc{
+	procs := []*workerProc{
 		startSentinelProc(t, bin, env, "worker"),
 		startSentinelProc(t, bin, env, "worker"),
 		startSentinelProc(t, bin, append(env, "PORT="+strconv.Itoa(port)), "run"),
@@ -420,65 +420,19 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// sentinelProc is a sidecar subprocess with its log in a file.
-type sentinelProc struct {
-	what    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
-	logPath string
-}
-
-func startSentinelProc(t *testing.T, bin string, env []string, args ...string) *sentinelProc {
+// startSentinelProc starts a sidecar command and waits for its worker to start.
+func startSentinelProc(t *testing.T, bin string, env []string, args ...string) *workerProc {
 	t.Helper()
-	p := &sentinelProc{what: args[0], done: make(chan struct{}), logPath: filepath.Join(t.TempDir(), "sidecar.log")}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = env
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.signal(syscall.SIGKILL); <-p.done; logf.Close() })
+	p := startLoggedProc(t, bin, env, args...)
 	if _, ok := p.waitLog(`"msg":"worker started"`, time.Time{}, 20*time.Second); !ok {
 		t.Fatalf("%s not started after 20 s:\n%s", args[0], lastLines(p.log(), 30))
 	}
 	return p
 }
 
-func (p *sentinelProc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
-
-func (p *sentinelProc) signal(sig syscall.Signal) {
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(sig)
-	}
-}
-
-func (p *sentinelProc) wait(timeout time.Duration) (int, bool) {
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		return 0, false
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode(), true
-	}
-	return 0, true
-}
-
 // waitLog waits for a log line containing needle stamped after since and
 // returns its time.
-func (p *sentinelProc) waitLog(needle string, since time.Time, timeout time.Duration) (time.Time, bool) {
+func (p *workerProc) waitLog(needle string, since time.Time, timeout time.Duration) (time.Time, bool) {
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, line := range strings.Split(p.log(), "\n") {

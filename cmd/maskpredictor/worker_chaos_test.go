@@ -46,8 +46,10 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// workerProc is a sidecar subprocess (worker, run, …) with its log in a file.
 type workerProc struct {
 	t      *testing.T
+	what   string // its subcommand
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
@@ -56,20 +58,27 @@ type workerProc struct {
 
 func startWorkerProc(t *testing.T, bin, redisURL string, extra ...string) *workerProc {
 	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(t.TempDir(), "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	args := append([]string{"worker", "--callback-class", chaosCallback, "--concurrency", "10"}, extra...)
+	return startLoggedProc(t, bin, append(os.Environ(), "REDIS_URL="+redisURL, "LOG_LEVEL="+chaosLogLevel, "LOG_FORMAT=json"), args...)
+}
+
+// startLoggedProc starts bin with args and env, its output in one log file; the
+// process is SIGKILLed at the end of the test (and with the test binary).
+func startLoggedProc(t *testing.T, bin string, env []string, args ...string) *workerProc {
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(t.TempDir(), "sidecar.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"worker", "--callback-class", chaosCallback, "--concurrency", "10"}, extra...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "LOG_LEVEL="+chaosLogLevel, "LOG_FORMAT=json")
+	cmd.Env = env
 	cmd.Stderr = logf
 	cmd.Stdout = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &workerProc{t: t, cmd: cmd, done: make(chan struct{}), stderr: logf}
+	p := &workerProc{t: t, what: args[0], cmd: cmd, done: make(chan struct{}), stderr: logf}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.signal(syscall.SIGKILL); <-p.done; logf.Close() })
 	return p
