@@ -68,13 +68,17 @@ func (rf *redisFlags) options(sys IO, log *zap.Logger) (*redis.Options, error) {
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
 	if opt.TLSConfig != nil && opt.Dialer == nil {
-		timeout := opt.DialTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second // go-redis' default
-		}
-		opt.Dialer = tlsDialer(timeout, opt.TLSConfig)
+		opt.Dialer = tlsDialer(dialTimeout(opt), opt.TLSConfig)
 	}
 	return opt, nil
+}
+
+// dialTimeout is opt's DialTimeout, or go-redis' default.
+func dialTimeout(opt *redis.Options) time.Duration {
+	if opt.DialTimeout > 0 {
+		return opt.DialTimeout
+	}
+	return 5 * time.Second // go-redis' default
 }
 
 // tlsDialer dials rediss:// as go-redis does (TCP, then the TLS handshake,
@@ -82,6 +86,10 @@ func (rf *redisFlags) options(sys IO, log *zap.Logger) (*redis.Options, error) {
 // handshake and says what went wrong: go-redis' own dialer reports a
 // handshake with a plain Redis port, which never answers it, as a bare
 // "context deadline exceeded".
+//
+// A cfg without ServerName (Sentinel: the sentinels, the primary and the
+// replicas each have their own address) verifies every connection against
+// the host of the address it dials, as tls.Dial does.
 func tlsDialer(timeout time.Duration, cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
@@ -91,13 +99,28 @@ func tlsDialer(timeout time.Duration, cfg *tls.Config) func(ctx context.Context,
 		}
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		c := tls.Client(raw, cfg)
+		c := tls.Client(raw, tlsConfigFor(cfg, addr))
 		if err := c.HandshakeContext(hctx); err != nil {
 			_ = raw.Close()
 			return nil, &tlsHandshakeError{addr: addr, timeout: timeout, err: err}
 		}
 		return c, nil
 	}
+}
+
+// tlsConfigFor is cfg for a connection to addr: cfg itself when it names
+// the server, else a copy with the host of addr as ServerName.
+func tlsConfigFor(cfg *tls.Config, addr string) *tls.Config {
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c := cfg.Clone()
+	c.ServerName = host
+	return c
 }
 
 // tlsHandshakeError is a failed TLS handshake with Redis, with a hint.
@@ -176,6 +199,15 @@ func (rf *redisFlags) config(sys IO, log *zap.Logger) (*redisConfig, error) {
 			"list the sentinels as host:port,host:port", errUsage)
 	case len(c.sentinels) == 0 && c.sentinelPassword != "":
 		return nil, fmt.Errorf("%w: REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not", errUsage)
+	}
+	if c.sentinel() && opt.TLSConfig != nil {
+		// go-redis' ParseURL set ServerName to the URL's host, which Sentinel
+		// ignores: the failover client dials the sentinels, the primary and the
+		// replicas with this configuration and dialer, and each is verified
+		// against the host of its own address instead.
+		cfg := opt.TLSConfig.Clone()
+		cfg.ServerName = ""
+		opt.TLSConfig, opt.Dialer = cfg, tlsDialer(dialTimeout(opt), cfg)
 	}
 	c.primary = &primaryTracker{log: log, sentinel: c.sentinel()}
 	if !c.sentinel() {
@@ -278,7 +310,15 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 	if !c.sentinel() {
 		return redis.NewClient(&o)
 	}
-	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+	rdb := redis.NewFailoverClient(c.failoverOptions(&o))
+	rdb.AddHook(c.primary)
+	return rdb
+}
+
+// failoverOptions are the failover client's options: o's settings (the
+// URL's, with client's pool and buffers) for the sentinels and data nodes.
+func (c *redisConfig) failoverOptions(o *redis.Options) *redis.FailoverOptions {
+	return &redis.FailoverOptions{
 		MasterName: c.master, SentinelAddrs: c.sentinels, SentinelPassword: c.sentinelPassword,
 		ClientName: o.ClientName, Dialer: o.Dialer, OnConnect: o.OnConnect, Protocol: o.Protocol,
 		Username: o.Username, Password: o.Password, DB: o.DB,
@@ -291,9 +331,7 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 		ConnMaxIdleTime: o.ConnMaxIdleTime, ConnMaxLifetime: o.ConnMaxLifetime,
 		TLSConfig: o.TLSConfig, DisableIdentity: o.DisableIdentity, IdentitySuffix: o.IdentitySuffix,
 		UnstableResp3: o.UnstableResp3,
-	})
-	rdb.AddHook(c.primary)
-	return rdb
+	}
 }
 
 // primaryTracker remembers the data node the failover client's connections
