@@ -7,16 +7,18 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 )
 
 // TestRequeueOrphans: a task a live asynq server runs is never requeued, even
-// when its lease looks stale (the live workers hash lists it); once its
-// process is gone (its workers hash expired) and its lease is stale, it goes
-// back to the front of pending, as asynq's own Requeue leaves it. It runs on
-// a real asynq server, so asynq's key layout and heartbeat are what is tested.
+// when its lease looks stale to a skewed clock (the live workers hash lists
+// it); once its process is gone (its workers hash expired) and its lease
+// score has been seen unchanged for OrphanAfter, it goes back to the front
+// of pending, as asynq's own Requeue leaves it. It runs on a real asynq
+// server, so asynq's key layout and heartbeat are what is tested.
 func TestRequeueOrphans(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t, redistest.Options{}).Client()
@@ -57,34 +59,32 @@ func TestRequeueOrphans(t *testing.T) {
 		}
 	}
 	prefix := asynqQueueKeyPrefix(q)
-	if lease := rdb.ZScore(ctx, prefix+"lease", "held").Val(); lease == 0 {
+	score := rdb.ZScore(ctx, prefix+"lease", "held").Val()
+	if score == 0 {
 		t.Fatalf("no lease at %slease", prefix)
 	}
-	// A lease not extended for 12 s ends before now + 18 s; staleIn(d) is
-	// that cutoff d from now, as if the lease had not been extended for d
-	// longer.
-	staleIn := func(d time.Duration) time.Time { return time.Now().Add(18*time.Second + d) }
-	for _, c := range []struct {
-		name  string
-		stale time.Time
-	}{
-		{"fresh lease, live process", staleIn(0)},
-		{"stale lease, live process", staleIn(25 * time.Second)},
-	} {
-		n, err := requeueOrphans(ctx, rdb, q, time.Now(), c.stale)
-		if err != nil || n != 0 {
-			t.Fatalf("%s: requeued %d (%v), want 0", c.name, n, err)
+	// The looks below run within a second of the beat that listed the task,
+	// before the next beat (5 s) changes its lease score.
+	const after = 12 * time.Second
+	w := &orphanWatch{queue: q}
+	t0 := time.Now()
+	look := func(what string, now time.Time, want int) {
+		t.Helper()
+		n, err := w.look(ctx, rdb, now, after, true)
+		if err != nil || n != want {
+			t.Fatalf("%s: requeued %d (%v), want %d", what, n, err, want)
 		}
 	}
-	// The process dies: its workers hash expires. A fresh lease still waits.
+	look("first look: nothing seen before", t0, 0)
+	// A clock minutes ahead of the hosts that stamped the scores changes
+	// nothing: a listed task is never an orphan, however old its lease looks.
+	look("lease unchanged for 20 s, live process, clock 5 min ahead", t0.Add(20*time.Second+5*time.Minute), 0)
+	// The process dies: its workers hash expires.
 	rdb.Del(ctx, workersKey)
-	if n, err := requeueOrphans(ctx, rdb, q, time.Now(), staleIn(0)); err != nil || n != 0 {
-		t.Fatalf("fresh lease, dead process: requeued %d (%v), want 0", n, err)
-	}
-	n, err := requeueOrphans(ctx, rdb, q, time.Now(), staleIn(20*time.Second))
-	if err != nil || n != 1 {
-		t.Fatalf("stale lease, dead process: requeued %d (%v), want 1", n, err)
-	}
+	w = &orphanWatch{queue: q}
+	look("dead process, lease first seen now", t0, 0)
+	look("dead process, lease unchanged for 11 s", t0.Add(11*time.Second), 0)
+	look("dead process, lease unchanged for 12 s", t0.Add(12*time.Second), 1)
 	if got := rdb.LRange(ctx, prefix+"pending", 0, -1).Val(); strings.Join(got, ",") != "held" {
 		t.Errorf("pending %v", got)
 	}
@@ -94,8 +94,40 @@ func TestRequeueOrphans(t *testing.T) {
 	if rdb.LLen(ctx, prefix+"active").Val() != 0 || rdb.ZCard(ctx, prefix+"lease").Val() != 0 {
 		t.Errorf("still active or leased")
 	}
-	// Asked again: nothing more.
-	if n, err := requeueOrphans(ctx, rdb, q, time.Now(), staleIn(20*time.Second)); err != nil || n != 0 {
-		t.Errorf("second call requeued %d (%v)", n, err)
+	look("asked again", t0.Add(20*time.Second), 0)
+}
+
+// TestOrphanWatchLeaseExtended: a lease whose score changes (a beat
+// extended it) is never an orphan, even unlisted.
+func TestOrphanWatchLeaseExtended(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t, redistest.Options{}).Client()
+	const q = "ext"
+	prefix := asynqQueueKeyPrefix(q)
+	rdb.RPush(ctx, prefix+"active", "t1")
+	rdb.HSet(ctx, asynqTaskKey(q, "t1"), "state", "active")
+	w := &orphanWatch{queue: q}
+	t0 := time.Now()
+	for i, d := range []time.Duration{0, 5 * time.Second, 10 * time.Second, 15 * time.Second, 20 * time.Second} {
+		rdb.ZAdd(ctx, prefix+"lease", redis.Z{Score: float64(t0.Unix() + 30 + int64(5*i)), Member: "t1"})
+		if n, err := w.look(ctx, rdb, t0.Add(d), 12*time.Second, true); err != nil || n != 0 {
+			t.Fatalf("look at +%v: requeued %d (%v)", d, n, err)
+		}
+	}
+	// No more beats: an orphan 12 s after the last change was seen.
+	if n, _ := w.look(ctx, rdb, t0.Add(31*time.Second), 12*time.Second, true); n != 0 {
+		t.Fatalf("requeued 11 s after the last change")
+	}
+	if n, _ := w.look(ctx, rdb, t0.Add(32*time.Second), 12*time.Second, true); n != 1 {
+		t.Fatalf("not requeued 12 s after the last change")
+	}
+	// Watching only (after an outage): nothing is requeued.
+	rdb.RPush(ctx, prefix+"active", "t2")
+	rdb.ZAdd(ctx, prefix+"lease", redis.Z{Score: float64(t0.Unix()), Member: "t2"})
+	w = &orphanWatch{queue: q}
+	for _, d := range []time.Duration{0, time.Minute} {
+		if n, _ := w.look(ctx, rdb, t0.Add(d), 12*time.Second, false); n != 0 {
+			t.Fatalf("requeued while only watching")
+		}
 	}
 }

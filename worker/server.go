@@ -65,11 +65,12 @@ type Config struct {
 	// archived only because their worker died (lease expired) with no
 	// retry left; they are run again. Default: 10 s.
 	RescueInterval time.Duration
-	// OrphanAfter is how long a task's lease must have gone unextended, its
-	// process missing from asynq's live workers, before the task counts as
-	// orphaned by a dead process and runs again (orphans.go). asynq's own
-	// recoverer would take 54–61 s. It must be at least two asynq heartbeats
-	// and a second (11 s), below the 30 s lease. Default: 12 s.
+	// OrphanAfter is how long this process must have seen a task's lease
+	// unextended (its score unchanged, timed by its own clock), its process
+	// missing from asynq's live workers, before the task counts as orphaned
+	// by a dead process and runs again (orphans.go). asynq's own recoverer
+	// would take 54–61 s. It must be at least two asynq heartbeats and a
+	// second (11 s), below the 30 s lease. Default: 12 s.
 	OrphanAfter time.Duration
 	// OrphanInterval is how often each process looks for orphaned tasks
 	// (one script call per queue). Default: 2 s.

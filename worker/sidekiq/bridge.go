@@ -734,9 +734,15 @@ func (b *Bridge) fetch(q string) {
 		}
 		if b.quiet.Load() {
 			// Quiet: nothing more is moved. What a failed transfer left in the
-			// in-flight list was handled above; Shutdown drains the rest.
-			<-b.stop
-			return
+			// in-flight list was handled above; Shutdown drains the rest. The
+			// list is still looked at every RecoverInterval (a failover can
+			// put jobs back in it).
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(b.cfg.RecoverInterval):
+			}
+			continue
 		}
 		pending, err := b.ardb.LLen(ctx, asynqPendingKey(q)).Result()
 		if err != nil {
