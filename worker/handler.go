@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -119,7 +120,9 @@ type HandlerConfig struct {
 	// enough replicas acknowledge or RedisRetryFor passes; then the jobs are
 	// not done: the task fails with ErrNotReplicated and asynq runs it
 	// again (never Sidekiq's retry set: the done markers, set on the
-	// primary, would make that a no-op). 0 (default): no WAIT; a failover
+	// primary, would make that a no-op). The same once an attempt may have
+	// run the script (its answer lost) and later ones fail for any reason:
+	// the write fails with ErrNotReplicated. 0 (default): no WAIT; a failover
 	// may then drop a write-back the old primary acknowledged (see
 	// docs/failover.md).
 	WaitReplicas int
@@ -794,13 +797,21 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 	attempts := 0
 	var acked int64
 	var waitUntil time.Time
+	// With WAIT: whether an attempt may have run the script on the primary
+	// (its markers set there) without its replicas' acknowledgement coming
+	// back. Any failure after that is ErrNotReplicated: recording the jobs
+	// in Sidekiq's retry set would find the markers, take them for another
+	// delivery's and record nothing, and the task would complete unreplicated.
+	mayHaveRun := false
 	for {
 		err := h.retry(ctx, func() error {
 			attempts++
 			var v any
 			var err error
 			if h.cfg.WaitReplicas > 0 {
-				v, acked, err = h.writeBackWait(ctx, keys, args)
+				var ran bool
+				v, acked, ran, err = h.writeBackWait(ctx, keys, args)
+				mayHaveRun = mayHaveRun || ran
 			} else {
 				v, err = writeBackScript.Run(ctx, h.cfg.Redis, keys, args...).Result()
 			}
@@ -811,6 +822,10 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 			res, err = parseWriteBack(v, len(marked))
 			return err
 		})
+		if err != nil && mayHaveRun {
+			return fmt.Errorf("%w: the write-back of %d jobs may have run on the primary, but no acknowledgement of it came back: %w",
+				ErrNotReplicated, len(marked), err)
+		}
 		if err != nil {
 			return fmt.Errorf("writing cache entries and write-back: %w", err)
 		}
@@ -845,8 +860,10 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 }
 
 // ErrNotReplicated: with HandlerConfig.WaitReplicas, a write-back that too
-// few replicas acknowledged within RedisRetryFor. Its jobs are not done:
-// the task fails and asynq runs it again.
+// few replicas acknowledged within RedisRetryFor, or one that may have run
+// on the primary (its answer lost) and then could not be confirmed (later
+// attempts failed). Its jobs are not done: the task fails and asynq runs it
+// again.
 var ErrNotReplicated = errors.New("write-back not acknowledged by enough replicas (WAIT)")
 
 // WaitBarrierKey is the key the WAIT pipeline writes after the write-back
@@ -858,8 +875,10 @@ const WaitBarrierKey = "maskpredictor:wait-barrier"
 // writeBackWait runs writeBackScript, the barrier write and WAIT in one
 // pipeline (one connection, one node) and returns the script's answer and
 // the number of replicas that acknowledged. A node that does not have the
-// script yet (a new primary after a failover) gets it loaded first.
-func (h *Handler) writeBackWait(ctx context.Context, keys []string, args []any) (any, int64, error) {
+// script yet (a new primary after a failover) gets it loaded first. ran is
+// false only when the script certainly did not run: an error reply to it
+// (NOSCRIPT, LOADING, OOM, READONLY…), or a pipeline never sent.
+func (h *Handler) writeBackWait(ctx context.Context, keys []string, args []any) (v any, acked int64, ran bool, err error) {
 	for loaded := false; ; loaded = true {
 		var script *redis.Cmd
 		var wait *redis.IntCmd
@@ -872,17 +891,39 @@ func (h *Handler) writeBackWait(ctx context.Context, keys []string, args []any) 
 			_ = p.Process(ctx, wait)
 			return nil
 		})
-		if serr := script.Err(); serr != nil && !loaded && redis.HasErrorPrefix(serr, "NOSCRIPT") {
+		serr := script.Err()
+		if serr != nil && !loaded && redis.HasErrorPrefix(serr, "NOSCRIPT") {
 			if err := writeBackScript.Load(ctx, h.cfg.Redis).Err(); err != nil {
-				return nil, 0, fmt.Errorf("loading the write-back script: %w", err)
+				return nil, 0, false, fmt.Errorf("loading the write-back script: %w", err)
 			}
 			continue
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, scriptMayHaveRun(serr), err
 		}
-		return script.Val(), wait.Val(), nil
+		return script.Val(), wait.Val(), true, nil
 	}
+}
+
+// scriptMayHaveRun tells from a script command's error whether the script
+// may have run: yes unless Redis answered it with an error or the command
+// was never sent (the outage gate held it back, the pool had no connection,
+// the dial failed). A lost or late answer (connection reset, read timeout,
+// the context ending while waiting for it) leaves it unknown: maybe.
+func scriptMayHaveRun(err error) bool {
+	if err == nil {
+		return true
+	}
+	var rerr redis.Error
+	var gerr *gateErr
+	var oerr *net.OpError
+	switch {
+	case errors.As(err, &rerr), errors.As(err, &gerr), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed):
+		return false
+	case errors.As(err, &oerr) && oerr.Op == "dial":
+		return false
+	}
+	return true
 }
 
 // observe tells the Guard about a write's error (an OOM reply stops cache

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/maskpredictor/maskpredictor/internal/modeltest"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
@@ -124,4 +127,143 @@ func replicasOnline(info string) int {
 		}
 	}
 	return n
+}
+
+// replyLoser is a go-redis hook for the WAIT pipeline (write-back script,
+// barrier, WAIT): the first one whose script runs is sent and its answer
+// dropped (a connection reset after Redis ran it), and every later one fails
+// as if the connection were gone, until off.
+type replyLoser struct {
+	mu      sync.Mutex
+	dropped bool
+	off     bool
+	failed  int
+}
+
+func (l *replyLoser) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (l *replyLoser) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+
+func (l *replyLoser) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		isWait := len(cmds) == 3 && cmds[0].Name() == "evalsha" && cmds[2].Name() == "wait"
+		l.mu.Lock()
+		off, dropped := l.off, l.dropped
+		l.mu.Unlock()
+		if !isWait || off {
+			return next(ctx, cmds)
+		}
+		reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+		if !dropped {
+			if err := next(ctx, cmds); err != nil || cmds[0].Err() != nil {
+				return err // NOSCRIPT: the handler loads it and comes again
+			}
+			l.mu.Lock()
+			l.dropped = true
+			l.mu.Unlock()
+		} else {
+			l.mu.Lock()
+			l.failed++
+			l.mu.Unlock()
+		}
+		for _, c := range cmds {
+			c.SetErr(reset)
+		}
+		return reset
+	}
+}
+
+// TestHandlerWaitReplyLost (review of issue 15 item 2): with WaitReplicas,
+// a write-back that ran on the primary (markers set) but whose answer was
+// lost, followed by attempts that fail with connection errors past
+// RedisRetryFor, is not done: the task fails with ErrNotReplicated (asynq
+// runs it again) rather than going to Sidekiq's retry set, where the marker
+// would make it a duplicate delivery and the task would complete without a
+// replica's acknowledgement.
+func TestHandlerWaitReplyLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server; skipped with -short")
+	}
+	ctx := context.Background()
+	primary := redistest.Start(t, redistest.Options{Private: true})
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	replica := redistest.Start(t, redistest.Options{Private: true, Args: []string{"--replicaof", host, port}})
+	rdb, rrdb := primary.Client(), replica.Client()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if n, _ := rdb.Info(ctx, "replication").Result(); replicasOnline(n) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica not in sync after 10 s")
+		}
+	}
+	loser := &replyLoser{}
+	rdb.AddHook(loser)
+	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
+		CallbackClass: "Cb", WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, RedisRetryFor: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := waitTestJob(t, "bbbbbbbbbbbbbbbbbbbbbbb1", "3M Aura 9205+ N95")
+	run := func() error { return h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, raw)) }
+
+	err = run()
+	loser.mu.Lock()
+	dropped, failed := loser.dropped, loser.failed
+	loser.off = true
+	loser.mu.Unlock()
+	if !dropped || failed == 0 {
+		t.Fatalf("the hook dropped an answer: %v, failed %d later attempts", dropped, failed)
+	}
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("answer lost, then connection errors past RedisRetryFor: %v, want ErrNotReplicated", err)
+	}
+	t.Logf("%v", err)
+	if n := rdb.ZCard(ctx, "retry").Val() + rdb.ZCard(ctx, "dead").Val(); n != 0 {
+		t.Errorf("%d entries in Sidekiq's retry/dead sets: an unacknowledged write-back goes back to asynq", n)
+	}
+	if s := h.Stats(); s.Retrying != 0 || s.Dead != 0 {
+		t.Errorf("stats %+v: recorded as a failure", s)
+	}
+
+	// asynq runs it again: it finds its marker, writes nothing, waits for
+	// the replica and is done; one callback on both.
+	if err := run(); err != nil {
+		t.Fatalf("run again: %v", err)
+	}
+	if n := rdb.LLen(ctx, "queue:default").Val(); n != 1 {
+		t.Errorf("%d callbacks on the primary, want 1", n)
+	}
+	if n := rrdb.LLen(ctx, "queue:default").Val(); n != 1 {
+		t.Errorf("%d callbacks on the replica when the job returned, want 1", n)
+	}
+}
+
+// TestScriptMayHaveRun: only an error reply or a command never sent tell
+// that the write-back script did not run.
+func TestScriptMayHaveRun(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, true},
+		{&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, true},
+		{context.DeadlineExceeded, true},
+		{errors.New("EOF"), true},
+		{redis.ErrPoolTimeout, false},
+		{redis.ErrClosed, false},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, false},
+		{&gateErr{reason: "down", err: errors.New("connection refused")}, false},
+	} {
+		if got := scriptMayHaveRun(tc.err); got != tc.want {
+			t.Errorf("scriptMayHaveRun(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	ctx := context.Background()
+	rs := redistest.Start(t, redistest.Options{})
+	err := rs.Client().Do(ctx, "evalsha", "0000000000000000000000000000000000000000", 0).Err()
+	if err == nil || scriptMayHaveRun(err) {
+		t.Errorf("NOSCRIPT reply %v: may have run", err)
+	}
 }
