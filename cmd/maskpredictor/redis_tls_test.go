@@ -10,12 +10,18 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/maskpredictor/maskpredictor/internal/redistest"
 )
 
 // testTLSListener serves TLS on 127.0.0.1 with a fresh self-signed
@@ -158,4 +164,84 @@ func TestSentinelTLSVerifiesEachNode(t *testing.T) {
 		t.Errorf("plain: verified as %q, want the URL's host", got)
 	}
 	_ = c.Close()
+}
+
+// TestSentinelTLSEndToEnd: a TLS primary (certificate for 127.0.0.1) and a
+// TLS sentinel (the same certificate) on loopback; the runbook's URL
+// (rediss://…@ignored:6379/0) with REDIS_SENTINELS: the failover client
+// asks the sentinel over TLS and writes to the primary over TLS, each
+// verified against its own address.
+func TestSentinelTLSEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server; skipped with -short")
+	}
+	primary := redistest.Start(t, redistest.Options{Private: true, TLS: true})
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed")
+	}
+	dir := t.TempDir()
+	port := freeTCPPort(t)
+	pHost, pPort, _ := net.SplitHostPort(primary.Addr)
+	key := filepath.Join(primary.Dir, "key.pem")
+	conf := strings.Join([]string{
+		"port 0", "tls-port " + strconv.Itoa(port), "bind 127.0.0.1", "daemonize no", "dir " + dir,
+		"logfile " + filepath.Join(dir, "sentinel.log"),
+		"tls-cert-file " + primary.CertFile, "tls-key-file " + key, "tls-ca-cert-file " + primary.CertFile,
+		"tls-auth-clients no", "tls-replication yes",
+		"sentinel monitor mymaster " + pHost + " " + pPort + " 1",
+	}, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "sentinel.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, filepath.Join(dir, "sentinel.conf"), "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	sentinel := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// Listening first: a refused dial leaves go-redis redialling in the
+	// background for a second (goleak).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", sentinel); err == nil {
+			_ = c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sentinel not listening after 10 s")
+		}
+	}
+	env := map[string]string{"REDIS_TLS_URL": "rediss://ignored:6379/0", "REDIS_SENTINELS": sentinel,
+		"REDIS_SENTINEL_MASTER": "mymaster"}
+	var rf redisFlags
+	rc, err := rf.config(IO{Env: func(k string) string { return env[k] }}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := os.ReadFile(primary.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.opt.TLSConfig.RootCAs = x509.NewCertPool() // the test's certificate, as a CA the system would trust
+	rc.opt.TLSConfig.RootCAs.AppendCertsFromPEM(certPEM)
+	rdb := rc.client(2)
+	defer rdb.Close()
+	ctx := context.Background()
+	var lastErr error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if lastErr = rdb.Set(ctx, "tls-through-sentinel", "1", 0).Err(); lastErr == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
+		t.Fatalf("writing through the TLS sentinel: %v\nsentinel log:\n%s", lastErr, lastLines(string(log), 10))
+	}
+	if v := primary.Client().Get(ctx, "tls-through-sentinel").Val(); v != "1" {
+		t.Errorf("the primary has %q", v)
+	}
+	if rc.Primary() != primary.Addr {
+		t.Errorf("primary %q, want %s", rc.Primary(), primary.Addr)
+	}
 }
