@@ -41,21 +41,9 @@ func TestHandlerWaitReplicas(t *testing.T) {
 		t.Skip("needs redis-server; skipped with -short")
 	}
 	ctx := context.Background()
-	primary := redistest.Start(t, redistest.Options{Private: true})
-	host, port, _ := net.SplitHostPort(primary.Addr)
-	replica := redistest.Start(t, redistest.Options{Private: true, Args: []string{"--replicaof", host, port}})
+	primary, replica := startPrimaryReplica(t)
 	rdb, rrdb := primary.Client(), replica.Client()
-	waitSynced := func() {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if n, _ := rdb.Info(ctx, "replication").Result(); len(n) > 0 && replicasOnline(n) == 1 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("replica not in sync after 10 s")
-			}
-		}
-	}
+	waitSynced := func() { t.Helper(); waitReplicaSynced(t, rdb) }
 	waitSynced()
 	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
 		CallbackClass: "Cb", WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, RedisRetryFor: time.Second})
@@ -186,18 +174,9 @@ func TestHandlerWaitReplyLost(t *testing.T) {
 		t.Skip("needs redis-server; skipped with -short")
 	}
 	ctx := context.Background()
-	primary := redistest.Start(t, redistest.Options{Private: true})
-	host, port, _ := net.SplitHostPort(primary.Addr)
-	replica := redistest.Start(t, redistest.Options{Private: true, Args: []string{"--replicaof", host, port}})
+	primary, replica := startPrimaryReplica(t)
 	rdb, rrdb := primary.Client(), replica.Client()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if n, _ := rdb.Info(ctx, "replication").Result(); replicasOnline(n) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("replica not in sync after 10 s")
-		}
-	}
+	waitReplicaSynced(t, rdb)
 	loser := &replyLoser{}
 	rdb.AddHook(loser)
 	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
@@ -265,5 +244,27 @@ func TestScriptMayHaveRun(t *testing.T) {
 	err := rs.Client().Do(ctx, "evalsha", "0000000000000000000000000000000000000000", 0).Err()
 	if err == nil || scriptMayHaveRun(err) {
 		t.Errorf("NOSCRIPT reply %v: may have run", err)
+	}
+}
+
+// startPrimaryReplica starts a private primary and a replica of it.
+func startPrimaryReplica(t *testing.T) (primary, replica *redistest.Server) {
+	t.Helper()
+	primary = redistest.Start(t, redistest.Options{Private: true})
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	replica = redistest.Start(t, redistest.Options{Private: true, Args: []string{"--replicaof", host, port}})
+	return primary, replica
+}
+
+// waitReplicaSynced waits until the primary rdb reports one replica online.
+func waitReplicaSynced(t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if n, _ := rdb.Info(context.Background(), "replication").Result(); len(n) > 0 && replicasOnline(n) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica not in sync after 10 s")
+		}
 	}
 }
