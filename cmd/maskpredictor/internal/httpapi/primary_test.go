@@ -18,9 +18,18 @@ func TestHealthRedisPrimary(t *testing.T) {
 	host, port, _ := net.SplitHostPort(primary.Addr)
 	replica := redistest.Start(t, redistest.Options{Private: true, Args: []string{"--replicaof", host, port}})
 	ctx := context.Background()
-	info, err := primary.Client().Info(ctx, "replication").Result()
-	if err != nil {
-		t.Fatal(err)
+	// A primary takes a new replication id when its first replica syncs
+	// (Redis creates the backlog then): read it once the replica is online.
+	var info string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		info, err = primary.Client().Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "state=online") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica not online after 10 s: %v\n%s", err, info)
+		}
 	}
 	r := ParseReplication(info)
 	if r.Role != "master" || len(r.ReplID) != 40 {
