@@ -180,9 +180,9 @@ func TestSidekiqWebRetriesDeadAndCounts(t *testing.T) {
 	rdb := rs.Client()
 	fails := &failJobs{times: map[string]int{}}
 	rdb.AddHook(fails)
-	// Long enough that t1 is still waiting when the Ruby reader (a process
-	// start, slow on a loaded machine) looks.
-	const delay = 6 * time.Second
+	// Long enough that the entries still wait while the Ruby reader and the
+	// buttons (two process starts, seconds each on a loaded machine) act.
+	const delay = 10 * time.Second
 	startWebServer(t, rdb, delay)
 	sets := func() rubySetsOut {
 		var o rubySetsOut
@@ -219,9 +219,9 @@ func TestSidekiqWebRetriesDeadAndCounts(t *testing.T) {
 	due := time.Unix(0, int64(e.At*1e9))
 
 	// The Retries page's buttons: Kill, Delete, Retry Now.
-	rubySets(t, rs.URL, "", nil, "kill", "k1")
-	rubySets(t, rs.URL, "", nil, "delete", "d1")
-	rubySets(t, rs.URL, "", nil, "retry_now", "r1")
+	// In one Ruby process, like the reads: each process start takes seconds
+	// on a loaded machine, and the entries must still wait when it acts.
+	rubySets(t, rs.URL, "", nil, "buttons", `[["kill", "k1"], ["delete", "d1"], ["retry_now", "r1"]]`)
 	waitFor(t, 2*time.Second, "r1's callback after Retry Now", func() (bool, string) {
 		return callbacksFor(ctx, rdb, "r1") == 1, ""
 	})

@@ -7,6 +7,7 @@
 #   REDIS_URL=... ruby sidekiq_sets.rb retry_now JID   "Retry Now" on a retry entry
 #   REDIS_URL=... ruby sidekiq_sets.rb kill JID        "Kill" on a retry entry
 #   REDIS_URL=... ruby sidekiq_sets.rb delete JID      "Delete" on a retry entry
+#   REDIS_URL=... ruby sidekiq_sets.rb buttons JSON    [[BUTTON, JID], …] of the three above, in one process
 #   REDIS_URL=... ruby sidekiq_sets.rb retry_all_dead  "Retry All" on the Dead page, timed
 #   REDIS_URL=... ruby sidekiq_sets.rb metrics CLASS   Sidekiq 7's Metrics::Query (the Metrics tab)
 require "json"
@@ -43,9 +44,12 @@ when "sets"
                      "dead" => Sidekiq::DeadSet.new.map { |r| entry(r) },
                      "stats" => { "processed" => s.processed, "failed" => s.failed,
                                   "retry_size" => s.retry_size, "dead_size" => s.dead_size })
-when "retry_now", "kill", "delete"
-  job = Sidekiq::RetrySet.new.find_job(ARGV.fetch(1)) or abort "no retry entry #{ARGV[1]}"
-  job.public_send(ARGV[0] == "retry_now" ? :retry : ARGV[0].to_sym)
+when "retry_now", "kill", "delete", "buttons"
+  ops = ARGV[0] == "buttons" ? JSON.parse(ARGV.fetch(1)) : [[ARGV[0], ARGV.fetch(1)]]
+  ops.each do |button, jid|
+    job = Sidekiq::RetrySet.new.find_job(jid) or abort "no retry entry #{jid}"
+    job.public_send(button == "retry_now" ? :retry : button.to_sym)
+  end
   out.puts "{}"
 when "retry_all_dead"
   size = Sidekiq::DeadSet.new.size
