@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/maskpredictor/maskpredictor/cmd/maskpredictor/internal/httpapi"
 	"github.com/maskpredictor/maskpredictor/internal/redistest"
 )
 
@@ -374,10 +375,8 @@ func replID(t *testing.T, rdb *redis.Client) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok && len(v) >= 12 {
-			return v
-		}
+	if id := httpapi.ParseReplication(info).ReplID; len(id) >= 12 {
+		return id
 	}
 	t.Fatalf("no master_replid in %s", info)
 	return ""
