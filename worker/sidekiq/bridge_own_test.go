@@ -10,6 +10,14 @@ import (
 // undid a hand-over: the new primary has the move, not the Enqueue and LREM)
 // are handed to asynq within a RecoverInterval, not at the next restart.
 func TestBridgeRereadsItsOwnInflightList(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		t.Run(map[bool]string{false: "running", true: "quiet"}[quiet], func(t *testing.T) { testRereadOwn(t, quiet) })
+	}
+}
+
+// testRereadOwn: as TestBridgeRereadsItsOwnInflightList, with the bridge
+// quieted (it fetches nothing more, but still hands over its own list).
+func testRereadOwn(t *testing.T, quiet bool) {
 	rdb := newTestRedis(t)
 	ctx := testCtx(t)
 	c := NewClient(rdb)
@@ -19,6 +27,11 @@ func TestBridgeRereadsItsOwnInflightList(t *testing.T) {
 	b := startBridge(t, testBridgeConfig(t, rdb))
 	waitFor(t, 10*time.Second, "the first job transferred", func() bool { return b.Stats().Transferred == 1 })
 
+	if quiet {
+		if err := b.Quiet(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The failover's leftover: a moved job back in the in-flight list.
 	if _, err := c.Push(ctx, "elsewhere", "MaskPredictionJob", []any{"Moldex 2200 N95"}); err != nil {
 		t.Fatal(err)
