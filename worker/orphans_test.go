@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,30 @@ func TestOrphanWatchLeaseExtended(t *testing.T) {
 	for _, d := range []time.Duration{0, time.Minute} {
 		if n, _ := w.look(ctx, rdb, t0.Add(d), 12*time.Second, false); n != 0 {
 			t.Fatalf("requeued while only watching")
+		}
+	}
+}
+
+// TestRetryDelayOfCrashesAndWaits: a task whose worker died or whose
+// write-back the replicas did not acknowledge runs again soon and keeps its
+// retries; any other failure takes Sidekiq's backoff and uses one.
+func TestRetryDelayOfCrashesAndWaits(t *testing.T) {
+	notRepl := fmt.Errorf("writing: %w", ErrNotReplicated)
+	for _, c := range []struct {
+		err     error
+		delay   time.Duration
+		failure bool
+	}{
+		{asynq.ErrLeaseExpired, time.Second, false},
+		{notRepl, 2 * time.Second, false},
+		{errors.New("boom"), 0, true}, // Sidekiq's backoff for 3: 96–135 s
+	} {
+		d := retryDelay(3, c.err, nil)
+		if c.delay == 0 && (d < 96*time.Second || d > 135*time.Second) || c.delay != 0 && d != c.delay {
+			t.Errorf("%v: delay %v, want %v", c.err, d, c.delay)
+		}
+		if f := isFailure(c.err); f != c.failure {
+			t.Errorf("%v: isFailure %v, want %v", c.err, f, c.failure)
 		}
 	}
 }
