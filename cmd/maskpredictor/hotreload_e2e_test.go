@@ -82,7 +82,7 @@ func TestHotReloadServeE2E(t *testing.T) {
 	for k, v := range srv.Env() {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	logs := &lockedBuffer{}
+	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -179,25 +179,6 @@ func TestLambdaArgs(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a strings.Builder a child process writes to while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runtimeAPI is a fake of the Lambda Runtime API (what the Lambda service
 // serves to a custom runtime on AWS_LAMBDA_RUNTIME_API): it hands out the
 // events in order and records the responses.
@@ -356,7 +337,7 @@ func TestLambdaZip(t *testing.T) {
 		env = append(env, k+"="+v)
 	}
 	cmd.Env = env
-	stderr := &lockedBuffer{}
+	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	coldStart := time.Now()

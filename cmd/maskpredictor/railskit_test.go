@@ -53,7 +53,7 @@ func runKitTest(t *testing.T, ruby, kit, rubyopt string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	startWorker := func(name string, args ...string) {
-		logs := &lockedBuffer{}
+		logs := &syncBuffer{}
 		done := make(chan int, 1)
 		go func() {
 			env := map[string]string{"REDIS_URL": rs.URL, "LOG_FORMAT": "json", "LOG_LEVEL": "warn"}

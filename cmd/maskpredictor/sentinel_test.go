@@ -32,7 +32,7 @@ import (
 // without and with REDIS_WAIT_REPLICAS.
 
 func TestSentinelUsageErrors(t *testing.T) {
-	bin := buildSentinelBinary(t)
+	bin := buildBinary(t)
 	for _, c := range []struct {
 		env  []string
 		want string
@@ -62,7 +62,7 @@ func TestSentinelUsageErrors(t *testing.T) {
 // a failover may drop write-backs the old primary acknowledged
 // (docs/failover.md).
 func TestSentinelFailoverPlain(t *testing.T) {
-	r := sentinelFailover(t, 0)
+	r := sentinelFailover(t, failoverCase{})
 	if r.switchWorst > 30*time.Second {
 		t.Errorf("a process followed the new primary only after %v, want ≤ 30 s", r.switchWorst)
 	}
@@ -71,13 +71,41 @@ func TestSentinelFailoverPlain(t *testing.T) {
 // TestSentinelFailoverWait: REDIS_WAIT_REPLICAS=1: no confirmed job lost,
 // no callback twice.
 func TestSentinelFailoverWait(t *testing.T) {
-	r := sentinelFailover(t, 1)
+	r := sentinelFailover(t, failoverCase{waitReplicas: 1})
 	if r.switchWorst > 30*time.Second {
 		t.Errorf("a process followed the new primary only after %v, want ≤ 30 s", r.switchWorst)
 	}
 	if r.lost != 0 || r.duplicates != 0 {
 		t.Errorf("with REDIS_WAIT_REPLICAS=1: %d lost, %d duplicate callbacks, want 0 and 0", r.lost, r.duplicates)
 	}
+}
+
+// TestSentinelSwitchover: an operator's planned switch (SENTINEL FAILOVER)
+// while jobs drain, with passwords on the data nodes and on the sentinels
+// (REDIS_URL's and REDIS_SENTINEL_PASSWORD, Ruby's per-sentinel password).
+// The old primary stays up and is made a replica: connections to it no
+// longer break, its writes fail with READONLY, and what it acknowledged
+// between the promotion and its reconfiguration is thrown away by its
+// resync. With REDIS_WAIT_REPLICAS=1 no job is lost and none is called
+// back twice.
+func TestSentinelSwitchover(t *testing.T) {
+	r := sentinelFailover(t, failoverCase{waitReplicas: 1, switchover: true, passwords: true})
+	if r.switchWorst > 30*time.Second {
+		t.Errorf("a process followed the new primary only after %v, want ≤ 30 s", r.switchWorst)
+	}
+	if r.lost != 0 || r.duplicates != 0 {
+		t.Errorf("switchover with REDIS_WAIT_REPLICAS=1: %d lost, %d duplicate callbacks, want 0 and 0", r.lost, r.duplicates)
+	}
+}
+
+// failoverCase is one way the primary goes away.
+type failoverCase struct {
+	// waitReplicas is REDIS_WAIT_REPLICAS.
+	waitReplicas int
+	// switchover: SENTINEL FAILOVER instead of a SIGKILL of the primary.
+	switchover bool
+	// passwords: requirepass on the data nodes and on the sentinels.
+	passwords bool
 }
 
 type failoverResult struct {
@@ -92,23 +120,36 @@ const (
 	failoverCallback = "FailoverCallbackJob"
 )
 
-func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
+func sentinelFailover(t *testing.T, fc failoverCase) failoverResult {
 	if testing.Short() {
 		t.Skip("starts five redis-server processes and three sidecars; skipped with -short")
 	}
+	// The three cases run side by side (each has its own servers and ports):
+	// most of a case is waiting (Sentinel's down-after, the orphan rescue),
+	// and what is asserted (≤ 30 s to follow, nothing lost or doubled) does
+	// not depend on the machine's speed.
+	t.Parallel()
 	ruby := redistest.RequireRubySidekiq(t)
-	ss := redistest.StartSentinel(t, redistest.SentinelOptions{})
-	bin := buildSentinelBinary(t)
+	var so redistest.SentinelOptions
+	urlAuth, rubyAuth := "", []string{}
+	if fc.passwords {
+		so.Password, so.SentinelPassword = "data-pw", "sentinel-pw"
+		urlAuth = ":" + so.Password + "@"
+		rubyAuth = []string{"PASSWORD=" + so.Password, "SENTINEL_PASSWORD=" + so.SentinelPassword}
+	}
+	ss := redistest.StartSentinel(t, so)
+	bin := buildBinary(t)
 	ctx := context.Background()
 	old := ss.Nodes[0]
 	oldID := replID(t, old.Client())
 
 	env := append(sentinelFreeEnv(),
 		"REDIS_SENTINELS="+strings.Join(ss.Addrs, ","), "REDIS_SENTINEL_MASTER="+ss.Master,
-		// The URL's host is ignored with Sentinel; its DB still applies.
-		"REDIS_URL=redis://127.0.0.1:1/0",
+		// The URL's host is ignored with Sentinel; its password and DB
+		// still apply.
+		"REDIS_URL=redis://"+urlAuth+"127.0.0.1:1/0", "REDIS_SENTINEL_PASSWORD="+so.SentinelPassword,
 		"LOG_FORMAT=json", "LOG_LEVEL=info", "CALLBACK_CLASS="+failoverCallback,
-		"REDIS_WAIT_REPLICAS="+strconv.Itoa(waitReplicas), "REDIS_WAIT_TIMEOUT=500ms")
+		"REDIS_WAIT_REPLICAS="+strconv.Itoa(fc.waitReplicas), "REDIS_WAIT_TIMEOUT=500ms")
 	port := freeTCPPort(t)
 	procs := []*workerProc{
 		startSentinelProc(t, bin, env, "worker"),
@@ -137,13 +178,13 @@ func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
 
 	// Ruby's Sidekiq client pushes through Sentinel, 4,000 jobs/s.
 	pusher := exec.Command(ruby, filepath.Join("testdata", "sentinel_push.rb"))
-	pusher.Env = append(os.Environ(), "SENTINELS="+strings.Join(ss.Addrs, ","), "MASTER="+ss.Master,
-		"N="+strconv.Itoa(failoverJobs), "RATE=4000")
+	pusher.Env = append(append(os.Environ(), "SENTINELS="+strings.Join(ss.Addrs, ","), "MASTER="+ss.Master,
+		"N="+strconv.Itoa(failoverJobs), "RATE=4000"), rubyAuth...)
 	pushOut, err := pusher.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pushErr strings.Builder
+	var pushErr syncBuffer
 	pusher.Stderr = &pushErr
 	pusher.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := pusher.Start(); err != nil {
@@ -185,31 +226,46 @@ func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
 	oc := old.Client()
 	for deadline := time.Now().Add(30 * time.Second); oc.LLen(ctx, "queue:default").Val() < 6000; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("not 6,000 callbacks after 30 s: %d\n%s", oc.LLen(ctx, "queue:default").Val(), lastLines(procs[0].log(), 20))
+			t.Fatalf("not 6,000 callbacks after 30 s: %d\npusher: %s\n%s", oc.LLen(ctx, "queue:default").Val(),
+				lastLines(pushErr.String(), 5), lastLines(procs[0].log(), 20))
 		}
 	}
-	// The replica falls behind first (SIGSTOPped for replicaLag), as over a
-	// slow or congested link. The primary drops the replication link once
-	// 1 MB waits for it (what the kernel's socket buffers already hold is
-	// still delivered when the replica goes on, even after the kill): the
-	// writes it acknowledges from then on exist only on the primary, and are
-	// undone by the failover.
+	var killed time.Time
+	var primary *redistest.Server
 	replica := ss.Nodes[1]
-	if err := oc.ConfigSet(ctx, "client-output-buffer-limit", "replica 1mb 1mb 0").Err(); err != nil {
-		t.Fatal(err)
+	if fc.switchover {
+		// An operator's planned switch: the sentinels promote the replica
+		// and then make the old primary its replica; nothing dies.
+		before := oc.LLen(ctx, "queue:default").Val()
+		killed = time.Now()
+		if err := ss.SentinelClient(0).Failover(ctx, ss.Master).Err(); err != nil {
+			t.Fatalf("SENTINEL FAILOVER: %v", err)
+		}
+		primary = ss.WaitFailover(old.Addr, 30*time.Second)
+		t.Logf("SENTINEL FAILOVER after %d callbacks; %s primary after %v", before, primary.Addr, time.Since(killed).Round(time.Millisecond))
+	} else {
+		// The replica falls behind first (SIGSTOPped for replicaLag), as over a
+		// slow or congested link. The primary drops the replication link once
+		// 1 MB waits for it (what the kernel's socket buffers already hold is
+		// still delivered when the replica goes on, even after the kill): the
+		// writes it acknowledges from then on exist only on the primary, and are
+		// undone by the failover.
+		if err := oc.ConfigSet(ctx, "client-output-buffer-limit", "replica 1mb 1mb 0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		replica.Pause()
+		time.Sleep(replicaLag)
+		before := oc.LLen(ctx, "queue:default").Val()
+		killed = time.Now()
+		old.Kill()
+		replica.Resume()
+		primary = ss.WaitFailover(old.Addr, 30*time.Second)
+		promoted := time.Since(killed)
+		// As systemd or an operator would: the old primary comes back, and the
+		// sentinels make it a replica of the new one (WAIT 1 needs a replica).
+		old.StartAgain()
+		t.Logf("primary SIGKILLed after %d callbacks, its replica %v behind; sentinels promoted %s after %v", before, replicaLag, primary.Addr, promoted.Round(time.Millisecond))
 	}
-	replica.Pause()
-	time.Sleep(replicaLag)
-	before := oc.LLen(ctx, "queue:default").Val()
-	killed := time.Now()
-	old.Kill()
-	replica.Resume()
-	primary := ss.WaitFailover(old.Addr, 30*time.Second)
-	promoted := time.Since(killed)
-	// As systemd or an operator would: the old primary comes back, and the
-	// sentinels make it a replica of the new one (WAIT 1 needs a replica).
-	old.StartAgain()
-	t.Logf("primary SIGKILLed after %d callbacks, its replica %v behind; sentinels promoted %s after %v", before, replicaLag, primary.Addr, promoted.Round(time.Millisecond))
 
 	// Every process follows: the workers log the change, /health shows it.
 	var worst time.Duration
@@ -262,9 +318,9 @@ func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Logf("REDIS_WAIT_REPLICAS=%d: %d jobs pushed (%d confirmed by a replica); %d callbacks; lost (confirmed, no callback) %d; "+
+	t.Logf("%+v: %d jobs pushed (%d confirmed by a replica); %d callbacks; lost (confirmed, no callback) %d; "+
 		"duplicate callbacks %d (+%d of retried pushes); unconfirmed pushes without a callback %d; done %v after the kill",
-		waitReplicas, len(confirmed)+len(unconfirmed), len(confirmed), c.total, c.missing, c.duplicates, c.retriedDuplicates,
+		fc, len(confirmed)+len(unconfirmed), len(confirmed), c.total, c.missing, c.duplicates, c.retriedDuplicates,
 		c.unconfirmedMissing, time.Since(killed).Round(time.Millisecond))
 	if c.missing > 0 {
 		t.Logf("where the lost jobs are: %s", c.example)
@@ -275,6 +331,16 @@ func sentinelFailover(t *testing.T, waitReplicas int) failoverResult {
 			i, p.what, strings.Count(l, `"outcome":"ok"`), strings.Count(l, `"duplicate":true`), strings.Count(l, `"outcome":"retrying"`),
 			strings.Count(l, `"outcome":"retry"`), strings.Count(l, "write-back not yet on enough replicas"),
 			strings.Count(l, "recovered in-flight jobs"))
+	}
+	// The one-shot commands take the same path: enqueue waits for a reply
+	// from the running workers, labels reads the new primary.
+	for _, args := range [][]string{{"enqueue", "--wait", "--timeout", "20s", "3M Aura 9205+ N95"}, {"labels", "list"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil || (args[0] == "enqueue" && !strings.Contains(string(out), `"brand"`)) {
+			t.Errorf("%v through Sentinel after the failover: %v\n%s", args, err, lastLines(string(out), 10))
+		}
 	}
 	for _, p := range procs {
 		p.signal(syscall.SIGTERM)
@@ -391,16 +457,6 @@ func sentinelFreeEnv() []string {
 		}
 	}
 	return env
-}
-
-// buildSentinelBinary builds the binary into the test's directory.
-func buildSentinelBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "maskpredictor")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // lastLines is the last n lines of s.

@@ -36,16 +36,6 @@ const chaosCallback = "ChaosCallbackJob"
 // chaosLogLevel is the workers' LOG_LEVEL ("info" logs every job).
 var chaosLogLevel = "warn"
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "maskpredictor")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // workerProc is a sidecar subprocess (worker, run, …) with its log in a file.
 type workerProc struct {
 	t      *testing.T

@@ -4,6 +4,9 @@
 #
 #   SENTINELS=127.0.0.1:26379,... MASTER=mymaster N=20000 RATE=2500 ruby sentinel_push.rb
 #
+# PASSWORD is the data nodes' password, SENTINEL_PASSWORD the sentinels' (redis-rb 4 takes
+# it per sentinel).
+#
 # Groups of 100 pushes, each group followed by WAIT 1 on the same connection: a group is
 # "confirmed" when a replica acknowledged it (a failover cannot drop it), else "unconfirmed"
 # (its pushes may be lost with the old primary). Every push has its own jid; a group whose
@@ -15,12 +18,14 @@ require "sidekiq"
 
 sentinels = ENV.fetch("SENTINELS").split(",").map do |hp|
   host, port = hp.split(":")
-  { host: host, port: Integer(port) }
+  s = { host: host, port: Integer(port) }
+  s[:password] = ENV["SENTINEL_PASSWORD"] unless ENV["SENTINEL_PASSWORD"].to_s.empty?
+  s
 end
-Sidekiq.configure_client do |c|
-  c.redis = { url: "redis://#{ENV.fetch("MASTER")}", sentinels: sentinels, role: :master, size: 1,
-              connect_timeout: 0.5, read_timeout: 2, reconnect_attempts: 0 }
-end
+redis = { url: "redis://#{ENV.fetch("MASTER")}", sentinels: sentinels, role: :master, size: 1,
+          connect_timeout: 0.5, read_timeout: 2, reconnect_attempts: 0 }
+redis[:password] = ENV["PASSWORD"] unless ENV["PASSWORD"].to_s.empty?
+Sidekiq.configure_client { |c| c.redis = redis }
 Sidekiq.logger.level = Logger::WARN
 Redis.silence_deprecations = true if Redis.respond_to?(:silence_deprecations=)
 $stdout.sync = true
