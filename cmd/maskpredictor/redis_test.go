@@ -38,7 +38,11 @@ func TestRedissToPlainPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt.MaxRetries = -1
-	rdb := newRedis(opt, 2)
+	// A pool of 4 for the test's 2 failing dials: at PoolSize dial errors
+	// go-redis starts a goroutine that redials once a second and notices
+	// Close only after its sleep, which goleak (TestMain) would report when
+	// this test runs last.
+	rdb := newRedis(opt, 4)
 	defer rdb.Close()
 	for _, timeout := range []time.Duration{5 * time.Second, 300 * time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
