@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -312,7 +313,75 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 	}
 	rdb := redis.NewFailoverClient(c.failoverOptions(&o))
 	rdb.AddHook(c.primary)
+	rdb.AddHook(newSentinelLookup(&o))
 	return rdb
+}
+
+// sentinelLookup lets the failover client's primary lookup outlive a
+// caller's short deadline. Each dial of a failover client first asks the
+// sentinel it last used for the primary. When that sentinel hangs (it
+// usually runs on the primary's host, so a host that drops off the network
+// takes both), the answer takes the sentinel client's read timeout, and
+// only then does go-redis ask the others. But a lookup cut off by the
+// caller's deadline keeps the hung sentinel, and the HTTP side's calls
+// have short ones (a cache lookup 100 ms, /health 1 s): measured, serve
+// stayed on the dead primary for 79 s after the sentinels had promoted a
+// replica in 3 s. So a dial whose deadline is shorter than a full lookup
+// (lookupBudget) goes on detached from the caller until it has an answer,
+// one at a time per client: the caller still gets its error at its
+// deadline, and the detached dial's connection is closed, but go-redis
+// has moved to a live sentinel and the new primary, so the next call
+// works.
+type sentinelLookup struct {
+	budget   time.Duration
+	inflight atomic.Bool
+}
+
+// newSentinelLookup sizes the budget for o: two reads of the hung
+// sentinel (go-redis asks it twice), then a dial and a read of the others.
+func newSentinelLookup(o *redis.Options) *sentinelLookup {
+	read := o.ReadTimeout
+	if read <= 0 {
+		read = 3 * time.Second
+	}
+	return &sentinelLookup{budget: 3*read + dialTimeout(o)}
+}
+
+func (l *sentinelLookup) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dl, ok := ctx.Deadline()
+		if !ok || time.Until(dl) >= l.budget || !l.inflight.CompareAndSwap(false, true) {
+			return next(ctx, network, addr)
+		}
+		type dialed struct {
+			cn  net.Conn
+			err error
+		}
+		done := make(chan dialed, 1)
+		go func() {
+			defer l.inflight.Store(false)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.budget)
+			defer cancel()
+			cn, err := next(dctx, network, addr)
+			done <- dialed{cn, err}
+		}()
+		select {
+		case d := <-done:
+			return d.cn, d.err
+		case <-ctx.Done():
+			go func() {
+				if d := <-done; d.cn != nil {
+					_ = d.cn.Close()
+				}
+			}()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (l *sentinelLookup) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (l *sentinelLookup) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // failoverOptions are the failover client's options: o's settings (the

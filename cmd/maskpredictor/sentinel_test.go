@@ -98,6 +98,88 @@ func TestSentinelSwitchover(t *testing.T) {
 	}
 }
 
+// TestSentinelHungHost: the primary's host stops answering (SIGSTOP of the
+// primary and of the sentinel the serve process's client asks, as when a
+// host that runs both drops off the network). The other two sentinels
+// promote the replica; serve, whose HTTP calls have short deadlines, must
+// follow within 30 s (before the fix: 79 s; the product team's red team).
+func TestSentinelHungHost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five redis-server processes and a sidecar; skipped with -short")
+	}
+	ss := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	bin := buildBinary(t)
+	old := ss.Nodes[0]
+	oldID := replID(t, old.Client())
+	port := freeTCPPort(t)
+	p := startLoggedProc(t, bin, append(sentinelFreeEnv(),
+		"REDIS_SENTINELS="+strings.Join(ss.Addrs, ","), "REDIS_SENTINEL_MASTER="+ss.Master,
+		"LOG_FORMAT=json", "PORT="+strconv.Itoa(port)), "serve")
+	health := func() map[string]any {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var h map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&h)
+		return h
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if h := health(); h != nil && h["redis_primary"] == oldID[:12] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not on the primary after 20 s:\n%s", lastLines(p.log(), 20))
+		}
+	}
+	// The sentinel serve's client asks (go-redis logs its choice).
+	var asked *redistest.Server
+	for _, line := range strings.Split(p.log(), "\n") {
+		if _, rest, ok := strings.Cut(line, "sentinel: selected addr="); ok {
+			addr, _, _ := strings.Cut(rest, " ")
+			for i, a := range ss.Addrs {
+				if a == addr {
+					asked = ss.Sentinels[i]
+				}
+			}
+		}
+	}
+	if asked == nil {
+		t.Fatalf("no sentinel chosen in serve's log:\n%s", lastLines(p.log(), 20))
+	}
+	hung := time.Now()
+	old.Pause()
+	asked.Pause()
+	t.Cleanup(func() { asked.Resume(); old.Resume() })
+	// Calls go on meanwhile, as a load balancer's health checks and Rails'
+	// requests would.
+	primary := ss.WaitFailover(old.Addr, 30*time.Second)
+	t.Logf("sentinels promoted %s %v after the primary and sentinel %s hung", primary.Addr, time.Since(hung).Round(time.Millisecond), asked.Addr)
+	newID := replID(t, primary.Client())
+	for deadline := hung.Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		h := health()
+		if h != nil && h["redis_primary"] == newID[:12] && h["status"] == "ok" {
+			t.Logf("serve's /health on the new primary %v after the hang", time.Since(hung).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve's /health 30 s after the primary's host hung: %v, want the new primary %s\n%s",
+				h, newID[:12], lastLines(p.log(), 20))
+		}
+	}
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/predict", port), "application/json",
+		strings.NewReader(`{"mask_name":"3M Aura 9205+ N95 hung-host"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/predict after the failover: %d", resp.StatusCode)
+	}
+}
+
 // failoverCase is one way the primary goes away.
 type failoverCase struct {
 	// waitReplicas is REDIS_WAIT_REPLICAS.

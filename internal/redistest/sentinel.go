@@ -241,24 +241,33 @@ func (ss *SentinelSet) Node(addr string) *Server {
 	return nil
 }
 
-// WaitFailover waits until every sentinel names a primary other than old
-// and that node says it is a master, and returns it.
+// WaitFailover waits until every sentinel that answers (a majority at
+// least: a test may have stopped one) names a primary other than old and
+// that node says it is a master, and returns it.
 func (ss *SentinelSet) WaitFailover(old string, timeout time.Duration) *Server {
 	ss.tb.Helper()
 	ctx := context.Background()
 	var primary string
 	ss.waitUntil(timeout, "failover away from "+old, func() (bool, string) {
 		primary = ""
+		answered, lastErr := 0, ""
 		for i := range ss.Addrs {
-			a, err := ss.SentinelClient(i).GetMasterAddrByName(ctx, ss.Master).Result()
+			cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			a, err := ss.SentinelClient(i).GetMasterAddrByName(cctx, ss.Master).Result()
+			cancel()
 			if err != nil || len(a) != 2 {
-				return false, fmt.Sprintf("sentinel %s: %v", ss.Addrs[i], err)
+				lastErr = fmt.Sprintf("sentinel %s: %v", ss.Addrs[i], err)
+				continue
 			}
+			answered++
 			addr := net.JoinHostPort(a[0], a[1])
 			if addr == old || (primary != "" && addr != primary) {
 				return false, fmt.Sprintf("sentinel %s names %s", ss.Addrs[i], addr)
 			}
 			primary = addr
+		}
+		if answered <= len(ss.Addrs)/2 {
+			return false, fmt.Sprintf("%d of %d sentinels answer; %s", answered, len(ss.Addrs), lastErr)
 		}
 		n := ss.Node(primary)
 		if n == nil {
