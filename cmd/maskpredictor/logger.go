@@ -127,4 +127,25 @@ func stderrLine(line string) (zapcore.Level, string) {
 // redisLogger routes go-redis' internal log lines through zap.
 type redisLogger struct{ s *zap.SugaredLogger }
 
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Warnf(format, v...) }
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if routineRedisNote(format) {
+		l.s.Infof(format, v...)
+		return
+	}
+	l.s.Warnf(format, v...)
+}
+
+// routineRedisNote tells go-redis' notes that report normal work from its
+// troubles: with Sentinel it notes every sentinel it picks, every primary
+// it learns (at each start and failover) and every sentinel it discovers.
+// The failover itself is logged once per process at warn ("Redis primary
+// changed"), so these go at info: alerts on warn lines would fire on every
+// start otherwise.
+func routineRedisNote(format string) bool {
+	for _, p := range []string{"sentinel: selected addr=", "sentinel: new master=", "sentinel: discovered new sentinel="} {
+		if strings.HasPrefix(format, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"testing"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestStderrLine(t *testing.T) {
@@ -22,6 +25,27 @@ func TestStderrLine(t *testing.T) {
 		level, msg := stderrLine(c.in)
 		if level != c.level || msg != c.msg {
 			t.Errorf("stderrLine(%q) = %v %q, want %v %q", c.in, level, msg, c.level, c.msg)
+		}
+	}
+}
+
+// TestRedisLoggerLevels: go-redis' routine Sentinel notes go at info, its
+// troubles at warn.
+func TestRedisLoggerLevels(t *testing.T) {
+	for _, c := range []struct {
+		format string
+		want   zapcore.Level
+	}{
+		{"sentinel: selected addr=%s masterAddr=%s", zapcore.InfoLevel},
+		{"sentinel: new master=%q addr=%q", zapcore.InfoLevel},
+		{"sentinel: discovered new sentinel=%q for master=%q", zapcore.InfoLevel},
+		{"sentinel: GetMasterAddrByName name=%q failed: %s", zapcore.WarnLevel},
+		{"redis: discarding bad PubSub connection: %s", zapcore.WarnLevel},
+	} {
+		core, logs := observer.New(zapcore.DebugLevel)
+		redisLogger{zap.New(core).Sugar()}.Printf(context.Background(), c.format, "a", "b")
+		if e := logs.All(); len(e) != 1 || e[0].Level != c.want {
+			t.Errorf("%q: %v, want one line at %v", c.format, e, c.want)
 		}
 	}
 }
