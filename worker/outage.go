@@ -559,6 +559,12 @@ func classifyOne(ctx context.Context, err error) (fault, string, error) {
 	if errors.As(err, &held) {
 		return faultInconclusive, "", nil // another gate's answer, not Redis'
 	}
+	// An error that says itself what is wrong (cmd's Sentinel lookup: no
+	// such master name, the sentinels' password refused) keeps its reason.
+	var why interface{ RedisFaultReason() string }
+	if errors.As(err, &why) {
+		return faultDown, why.RedisFaultReason(), err
+	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()

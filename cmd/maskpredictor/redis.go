@@ -313,7 +313,7 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 	}
 	rdb := redis.NewFailoverClient(c.failoverOptions(&o))
 	rdb.AddHook(c.primary)
-	rdb.AddHook(newSentinelLookup(&o))
+	rdb.AddHook(newSentinelLookup(&o, c.master))
 	return rdb
 }
 
@@ -331,23 +331,35 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 // one at a time per client: the caller still gets its error at its
 // deadline, and the detached dial's connection is closed, but go-redis
 // has moved to a live sentinel and the new primary, so the next call
-// works.
+// works. It also says what a failed lookup means (sentinelError).
 type sentinelLookup struct {
 	budget   time.Duration
+	master   string
 	inflight atomic.Bool
 }
 
 // newSentinelLookup sizes the budget for o: two reads of the hung
 // sentinel (go-redis asks it twice), then a dial and a read of the others.
-func newSentinelLookup(o *redis.Options) *sentinelLookup {
+func newSentinelLookup(o *redis.Options, master string) *sentinelLookup {
 	read := o.ReadTimeout
 	if read <= 0 {
 		read = 3 * time.Second
 	}
-	return &sentinelLookup{budget: 3*read + dialTimeout(o)}
+	return &sentinelLookup{budget: 3*read + dialTimeout(o), master: master}
 }
 
 func (l *sentinelLookup) DialHook(next redis.DialHook) redis.DialHook {
+	lookup := l.lookup(next)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cn, err := lookup(ctx, network, addr)
+		if err != nil {
+			err = explainSentinelError(err, l.master)
+		}
+		return cn, err
+	}
+}
+
+func (l *sentinelLookup) lookup(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dl, ok := ctx.Deadline()
 		if !ok || time.Until(dl) >= l.budget || !l.inflight.CompareAndSwap(false, true) {
@@ -377,6 +389,53 @@ func (l *sentinelLookup) DialHook(next redis.DialHook) redis.DialHook {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// sentinelError is a primary lookup the sentinels answered, but not with a
+// primary: go-redis reports both cases below as "all sentinels specified
+// in configuration are unreachable", which sends an operator to the
+// network. Reason is fit for /health (no names, no addresses); the worker
+// logs it as the outage's reason.
+type sentinelError struct {
+	reason, detail string
+	err            error
+}
+
+func (e *sentinelError) Error() string {
+	return "redis sentinel: " + e.reason + ": " + e.detail + " (" + e.err.Error() + ")"
+}
+func (e *sentinelError) Unwrap() error            { return e.err }
+func (e *sentinelError) RedisFaultReason() string { return e.reason }
+
+// explainSentinelError turns go-redis' errors for a wrong master name (every
+// sentinel answers "nil") and a wrong sentinel password into sentinelErrors.
+func explainSentinelError(err error, master string) error {
+	msg := err.Error()
+	const prefix = "redis: all sentinels specified in configuration are unreachable: "
+	rest, ok := strings.CutPrefix(msg, prefix)
+	if !ok {
+		return err
+	}
+	answers := strings.Split(rest, "\n")
+	nils, auth := 0, 0
+	for _, a := range answers {
+		switch {
+		case a == "redis: nil":
+			nils++
+		case strings.Contains(a, "WRONGPASS"), strings.Contains(a, "NOAUTH"), strings.Contains(a, "invalid password"),
+			strings.Contains(a, "invalid username-password"):
+			auth++
+		}
+	}
+	switch {
+	case nils > 0 && nils+auth == len(answers):
+		return &sentinelError{reason: "no sentinel knows the master name (REDIS_SENTINEL_MASTER)",
+			detail: fmt.Sprintf("%d of %d sentinels know no master named %q", nils, len(answers), master), err: err}
+	case auth == len(answers):
+		return &sentinelError{reason: "sentinel authentication failed (REDIS_SENTINEL_PASSWORD)",
+			detail: "every sentinel refused the password", err: err}
+	}
+	return err
 }
 
 func (l *sentinelLookup) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }

@@ -98,6 +98,55 @@ func TestSentinelSwitchover(t *testing.T) {
 	}
 }
 
+// TestSentinelMisconfigured: sentinels that answer, but not with a
+// primary (a master name they do not know, a password they refuse), are
+// named as such, not as "all sentinels unreachable" (the red team's
+// finding): by the one-shot commands and by serve's /health.
+func TestSentinelMisconfigured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five redis-server processes; skipped with -short")
+	}
+	ss := redistest.StartSentinel(t, redistest.SentinelOptions{SentinelPassword: "s-pw"})
+	bin := buildBinary(t)
+	for _, c := range []struct {
+		master, password, want string
+	}{
+		{"nosuchmaster", "s-pw", `sentinels know no master named "nosuchmaster"`},
+		{ss.Master, "wrong", "sentinel authentication failed (REDIS_SENTINEL_PASSWORD)"},
+		{ss.Master, "", "sentinel authentication failed (REDIS_SENTINEL_PASSWORD)"},
+	} {
+		env := append(sentinelFreeEnv(), "REDIS_SENTINELS="+strings.Join(ss.Addrs, ","),
+			"REDIS_SENTINEL_MASTER="+c.master, "REDIS_SENTINEL_PASSWORD="+c.password)
+		if c.password == "" {
+			env = env[:len(env)-1]
+		}
+		cmd := exec.Command(bin, "labels", "list")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("master %q, password %q: labels list: %v, want an error with %q:\n%s", c.master, c.password, err, c.want, lastLines(string(out), 5))
+		}
+	}
+	// serve's /health gives the reason without the name.
+	port := freeTCPPort(t)
+	p := startLoggedProc(t, bin, append(sentinelFreeEnv(), "REDIS_SENTINELS="+strings.Join(ss.Addrs, ","),
+		"REDIS_SENTINEL_MASTER=nosuchmaster", "REDIS_SENTINEL_PASSWORD=s-pw", "PORT="+strconv.Itoa(port)), "serve")
+	var h map[string]any
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port)); err == nil {
+			h = nil
+			_ = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if h["redis_error"] == "redis: no sentinel knows the master name (REDIS_SENTINEL_MASTER)" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/health: %v\n%s", h, lastLines(p.log(), 10))
+		}
+	}
+}
+
 // TestSentinelHungHost: the primary's host stops answering (SIGSTOP of the
 // primary and of the sentinel the serve process's client asks, as when a
 // host that runs both drops off the network). The other two sentinels

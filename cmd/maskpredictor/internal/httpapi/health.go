@@ -53,7 +53,10 @@ func PublicRedisError(err error) string {
 	}
 	msg := err.Error()
 	var ne net.Error
+	var why interface{ RedisFaultReason() string }
 	switch {
+	case errors.As(err, &why):
+		return "redis: " + why.RedisFaultReason()
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		return "redis: timeout"
 	case strings.Contains(msg, "NOAUTH") || strings.Contains(msg, "WRONGPASS") ||
