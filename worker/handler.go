@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -255,6 +256,11 @@ type Handler struct {
 	discarded    atomic.Int64
 	cacheSkipped atomic.Int64
 	labelled     atomic.Int64
+	// replicasShort is when write-backs began to wait for WaitReplicas
+	// replicas (unix ns), 0 while the last one was acknowledged in time.
+	replicasShort atomic.Int64
+	stopping      chan struct{} // closed by Stop
+	stopOnce      sync.Once
 }
 
 // NewHandler returns a handler for cfg.
@@ -267,8 +273,14 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Tracker != nil {
 		obs = append(obs, trackerObserver{cfg.Tracker})
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger, observers: append(obs, cfg.Observers...)}, nil
+	return &Handler{cfg: cfg, log: cfg.Logger, observers: append(obs, cfg.Observers...), stopping: make(chan struct{})}, nil
 }
+
+// Stop tells the handler its process is stopping (Server.Shutdown calls
+// it): a write-back waiting for WaitReplicas replicas gives up at once with
+// ErrNotReplicated (its task runs again, here or in another process)
+// instead of holding the shutdown for up to RedisRetryFor.
+func (h *Handler) Stop() { h.stopOnce.Do(func() { close(h.stopping) }) }
 
 // Config returns the effective configuration.
 func (h *Handler) Config() HandlerConfig { return h.cfg }
@@ -282,13 +294,22 @@ type HandlerStats struct {
 	Discarded              int64 // failed jobs whose retry setting keeps them out of the dead set
 	CacheSkipped           int64 // cache entries not written because of memory pressure (Guard)
 	Labels                 int64 // labels stored from MaskLabelJob jobs
+	// ReplicasShortSince is when write-backs began to find fewer than
+	// WaitReplicas replicas acknowledging them (zero while they are
+	// acknowledged): jobs are not done meanwhile, and run again until
+	// enough replicas are back (a stall that /health shows).
+	ReplicasShortSince time.Time
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
-	return HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
+	st := HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
 		Retrying: h.retrying.Load(), Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load(),
 		Labels: h.labelled.Load()}
+	if ns := h.replicasShort.Load(); ns != 0 {
+		st.ReplicasShortSince = time.Unix(0, ns)
+	}
+	return st
 }
 
 // poisonError marks a failure the handler classified as never succeeding.
@@ -830,8 +851,12 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 			return fmt.Errorf("writing cache entries and write-back: %w", err)
 		}
 		if h.cfg.WaitReplicas == 0 || acked >= int64(h.cfg.WaitReplicas) {
+			if h.cfg.WaitReplicas > 0 {
+				h.replicasShort.Store(0)
+			}
 			break
 		}
+		h.replicasShort.CompareAndSwap(0, time.Now().UnixNano())
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(h.cfg.RedisRetryFor)
 			h.log.Warn("write-back not yet on enough replicas; waiting", zap.Int64("acknowledged", acked),
@@ -840,6 +865,12 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 		if time.Now().After(waitUntil) || ctx.Err() != nil {
 			return fmt.Errorf("%w: %d of %d replicas acknowledged the write-back of %d jobs within %v",
 				ErrNotReplicated, acked, h.cfg.WaitReplicas, len(marked), h.cfg.RedisRetryFor)
+		}
+		select {
+		case <-h.stopping:
+			return fmt.Errorf("%w: %d of %d replicas acknowledged the write-back of %d jobs when the worker began to stop",
+				ErrNotReplicated, acked, h.cfg.WaitReplicas, len(marked))
+		default:
 		}
 	}
 	for i, j := range marked {

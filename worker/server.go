@@ -513,6 +513,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// asynq's loops must not sleep in the adaptive poll or wait in the gate.
 	s.idle.shutdown()
 	s.asynqGate.shutdown()
+	s.handler.Stop()
 	s.srv.Stop()
 	done := make(chan struct{})
 	go func() { s.srv.Shutdown(); close(done) }()

@@ -87,8 +87,8 @@ func TestHandlerWaitReplicas(t *testing.T) {
 	if n := rdb.ZCard(ctx, "retry").Val(); n != 0 {
 		t.Errorf("%d entries in Sidekiq's retry set: an unreplicated job goes back to asynq, not there", n)
 	}
-	if s := h.Stats(); s.Retrying != 0 {
-		t.Errorf("stats %+v", s)
+	if s := h.Stats(); s.Retrying != 0 || s.ReplicasShortSince.IsZero() || s.ReplicasShortSince.Before(start) {
+		t.Errorf("stats %+v, want no retry and ReplicasShortSince set since the job started", s)
 	}
 
 	// The replica back: the run again finds its marker, waits, is done, and
@@ -97,6 +97,9 @@ func TestHandlerWaitReplicas(t *testing.T) {
 	waitSynced()
 	if err := run(raw); err != nil {
 		t.Fatalf("with the replica back: %v", err)
+	}
+	if s := h.Stats(); !s.ReplicasShortSince.IsZero() {
+		t.Errorf("ReplicasShortSince %v after an acknowledged write-back, want zero", s.ReplicasShortSince)
 	}
 	if n := rdb.LLen(ctx, "queue:default").Val(); n != 3 {
 		t.Errorf("%d callbacks on the primary for 3 jobs", n)

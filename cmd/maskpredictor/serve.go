@@ -546,6 +546,10 @@ func runServe(ctx context.Context, args []string, sys IO) error {
 	return runServices(ctx, log, sf.shutdownTimeout, hs, rl)
 }
 
+// replicasShortAfter is how long write-backs must have waited for
+// REDIS_WAIT_REPLICAS replicas before /health and /metrics say so.
+const replicasShortAfter = 5 * time.Second
+
 // workerStats adapts the in-process worker's counters.
 func workerStats(w *workerService) func() httpapi.WorkerStats {
 	return func() httpapi.WorkerStats {
@@ -554,6 +558,8 @@ func workerStats(w *workerService) func() httpapi.WorkerStats {
 		if ok, why, _ := w.srv.RedisState(); !ok {
 			ws.RedisDegraded = why
 		}
+		// One short WAIT is a replica's hiccup; 5 s of them is a stall.
+		ws.ReplicasShort = !st.ReplicasShortSince.IsZero() && time.Since(st.ReplicasShortSince) > replicasShortAfter
 		return ws
 	}
 }

@@ -428,3 +428,57 @@ func TestRunHealthShowsWorkerRedisFault(t *testing.T) {
 	}
 	t.Logf("recovered %v after Redis had room", time.Since(start))
 }
+
+// TestRunHealthShowsReplicaStall (red team of issue 15): with
+// REDIS_WAIT_REPLICAS=1 and no replica, jobs are never done; /health and
+// /metrics say so after 5 s instead of "ok".
+func TestRunHealthShowsReplicaStall(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Private: true})
+	r := startCmd(t, map[string]string{"REDIS_URL": srv.URL, "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT": "100ms"},
+		"run", "--addr", "127.0.0.1:0", "--concurrency", "2", "--callback-class", "MaskPredictionCallbackJob")
+	if _, err := sidekiq.NewClient(srv.Client()).Push(context.Background(), sidekiq.DefaultQueue, "MaskPredictionJob",
+		[]any{"Honeywell DF300 N95"}); err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	start := time.Now()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, h, _ = httpDo(t, "GET", r.base+"/health", "")
+		if h["worker"] == "degraded" {
+			t.Logf("/health degraded %v after the push", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/health never showed the stall: %v\n%s", h, lastLines(r.stderr.String(), 10))
+		}
+	}
+	if h["status"] != "degraded" || !strings.Contains(fmt.Sprint(h["worker_error"]), "REDIS_WAIT_REPLICAS") {
+		t.Errorf("/health while no replica acknowledges: %v", h)
+	}
+	if _, _, body := httpDo(t, "GET", r.base+"/metrics", ""); !strings.Contains(body, "maskpredictor_worker_waiting_for_replicas 1") {
+		t.Errorf("/metrics does not show the stall:\n%s", body)
+	}
+	// SIGTERM: the waiting write-back gives up at once (not after the rest
+	// of RedisRetryFor, 20 s), and its job stays for another run.
+	stopped := time.Now()
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	took := time.Since(stopped)
+	t.Logf("stopped in %v", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("stopping took %v: a write-back waiting for replicas held the shutdown", took)
+	}
+	rdb := srv.Client()
+	ctx := context.Background()
+	keys := rdb.Keys(ctx, "*").Val()
+	held := rdb.LLen(ctx, "queue:"+sidekiq.DefaultQueue).Val()
+	for _, k := range keys {
+		if strings.HasPrefix(k, "asynq:{") && (strings.HasSuffix(k, "}:retry") || strings.HasSuffix(k, "}:pending")) {
+			held += rdb.ZCard(ctx, k).Val() + rdb.LLen(ctx, k).Val()
+		}
+	}
+	if held != 1 {
+		t.Errorf("the job is held %d times after the stop, want once (keys %v)", held, keys)
+	}
+}

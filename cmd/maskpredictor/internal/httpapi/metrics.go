@@ -29,6 +29,10 @@ type WorkerStats struct {
 	// RedisDegraded is the in-process worker's Redis gate's reason when it
 	// holds calls back (generic: no address or credential); "" when healthy.
 	RedisDegraded string
+	// ReplicasShort: its write-backs have been waiting for REDIS_WAIT_REPLICAS
+	// replicas for a while (worker.HandlerStats.ReplicasShortSince): jobs
+	// are not done meanwhile.
+	ReplicasShort bool
 }
 
 // MetricsConfig configures Metrics.
@@ -390,6 +394,8 @@ var (
 		"Age of the oldest job waiting in a Sidekiq ingress queue (Sidekiq::Queue#latency).", []string{"queue"}, nil)
 	descDeadSet = prometheus.NewDesc("maskpredictor_sidekiq_dead_set_size",
 		"Jobs in Sidekiq's dead set (all queues).", nil, nil)
+	descReplicasShort = prometheus.NewDesc("maskpredictor_worker_waiting_for_replicas",
+		"1 while the in-process worker's write-backs wait for REDIS_WAIT_REPLICAS replicas (its jobs are not done meanwhile).", nil, nil)
 	descScrapeErr = prometheus.NewDesc("maskpredictor_redis_scrape_error",
 		"1 when the last scrape could not read the queues from Redis.", nil, nil)
 
@@ -419,6 +425,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueueLatency
 	ch <- descDeadSet
 	ch <- descScrapeErr
+	ch <- descReplicasShort
 	ch <- descCache
 	ch <- descLabelsStored
 	ch <- descLabels
@@ -448,6 +455,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if m.cfg.Worker != nil {
 		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerHits), "hit", "worker")
 		ch <- prometheus.MustNewConstMetric(descCache, prometheus.CounterValue, float64(cc.WorkerMisses), "miss", "worker")
+		short := 0.0
+		if m.cfg.Worker().ReplicasShort {
+			short = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descReplicasShort, prometheus.GaugeValue, short)
 	}
 	if n, ok := m.ReviewQueue(); ok {
 		ch <- prometheus.MustNewConstMetric(descReviewQueue, prometheus.GaugeValue, float64(n))

@@ -533,8 +533,11 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 	}
 	if s.cfg.Worker != nil {
 		h.Worker = "ok"
-		if why := s.cfg.Worker().RedisDegraded; why != "" {
-			h.Worker, h.WorkerError, h.Status = "degraded", why, "degraded"
+		switch ws := s.cfg.Worker(); {
+		case ws.RedisDegraded != "":
+			h.Worker, h.WorkerError, h.Status = "degraded", ws.RedisDegraded, "degraded"
+		case ws.ReplicasShort:
+			h.Worker, h.WorkerError, h.Status = "degraded", "write-backs waiting for replicas (REDIS_WAIT_REPLICAS): jobs are not done", "degraded"
 		}
 	}
 	return h
