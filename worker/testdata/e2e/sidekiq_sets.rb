@@ -8,7 +8,7 @@
 #   REDIS_URL=... ruby sidekiq_sets.rb kill JID        "Kill" on a retry entry
 #   REDIS_URL=... ruby sidekiq_sets.rb delete JID      "Delete" on a retry entry
 #   REDIS_URL=... ruby sidekiq_sets.rb buttons JSON    [[BUTTON, JID], …] of the three above, in one process
-#   REDIS_URL=... ruby sidekiq_sets.rb retry_all_dead  "Retry All" on the Dead page, timed
+#   REDIS_URL=... ruby sidekiq_sets.rb retry_all_dead  "Retry All" on the Dead page, counted and timed
 #   REDIS_URL=... ruby sidekiq_sets.rb metrics CLASS   Sidekiq 7's Metrics::Query (the Metrics tab)
 require "json"
 out = $stdout
@@ -52,10 +52,19 @@ when "retry_now", "kill", "delete", "buttons"
   end
   out.puts "{}"
 when "retry_all_dead"
+  # retry_all retries every entry "while size > 0": the entries it retried
+  # tell whether a job came back to the dead set meanwhile (more than size).
+  $retries = 0
+  Sidekiq::SortedEntry.prepend(Module.new do
+    def retry
+      $retries += 1
+      super
+    end
+  end)
   size = Sidekiq::DeadSet.new.size
   t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   Sidekiq::DeadSet.new.retry_all
-  out.puts JSON.generate("version" => Sidekiq::VERSION, "size" => size,
+  out.puts JSON.generate("version" => Sidekiq::VERSION, "size" => size, "retries" => $retries,
                      "seconds" => Process.clock_gettime(Process::CLOCK_MONOTONIC) - t)
 when "metrics"
   require "sidekiq/metrics/query"
