@@ -133,13 +133,8 @@ func TestSentinelMisconfigured(t *testing.T) {
 		"REDIS_SENTINEL_MASTER=nosuchmaster", "REDIS_SENTINEL_PASSWORD=s-pw", "PORT="+strconv.Itoa(port)), "serve")
 	var h map[string]any
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port)); err == nil {
-			h = nil
-			_ = json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
-			if h["redis_error"] == "redis: no sentinel knows the master name (REDIS_SENTINEL_MASTER)" {
-				break
-			}
+		if h = getHealth(port); h["redis_error"] == "redis: no sentinel knows the master name (REDIS_SENTINEL_MASTER)" {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("/health: %v\n%s", h, lastLines(p.log(), 10))
@@ -164,17 +159,7 @@ func TestSentinelHungHost(t *testing.T) {
 	p := startLoggedProc(t, bin, append(sentinelFreeEnv(),
 		"REDIS_SENTINELS="+strings.Join(ss.Addrs, ","), "REDIS_SENTINEL_MASTER="+ss.Master,
 		"LOG_FORMAT=json", "PORT="+strconv.Itoa(port)), "serve")
-	health := func() map[string]any {
-		c := http.Client{Timeout: 5 * time.Second}
-		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
-		var h map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&h)
-		return h
-	}
+	health := func() map[string]any { return getHealth(port) }
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if h := health(); h != nil && h["redis_primary"] == oldID[:12] {
 			break
@@ -287,16 +272,7 @@ func sentinelFailover(t *testing.T, fc failoverCase) failoverResult {
 		startSentinelProc(t, bin, env, "worker"),
 		startSentinelProc(t, bin, append(env, "PORT="+strconv.Itoa(port)), "run"),
 	}
-	health := func() map[string]any {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
-		var h map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&h)
-		return h
-	}
+	health := func() map[string]any { return getHealth(port) }
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		h := health()
 		if h != nil && h["redis_primary"] == oldID[:12] && h["redis_role"] == "master" {
@@ -557,6 +533,20 @@ func countCallbacks(ctx context.Context, t *testing.T, rdb *redis.Client, confir
 		}
 	}
 	return c
+}
+
+// getHealth is the /health answer of the process on port (nil when it
+// does not answer within 5 s).
+func getHealth(port int) map[string]any {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var h map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	return h
 }
 
 // connsReceived is the server's total_connections_received.
