@@ -482,3 +482,33 @@ func TestRunHealthShowsReplicaStall(t *testing.T) {
 		t.Errorf("the job is held %d times after the stop, want once (keys %v)", held, keys)
 	}
 }
+
+// TestServeHungRedis (red team of issue 15): a Redis that stops answering
+// (SIGSTOP: its host frozen) must not hold /predict past CACHE_TIMEOUT or
+// /health past its 1 s: go-redis would wait its 3 s read timeout per call.
+func TestServeHungRedis(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Private: true})
+	r := startCmd(t, map[string]string{"REDIS_URL": srv.URL}, "serve", "--addr", "127.0.0.1:0")
+	if code, h, _ := httpDo(t, "GET", r.base+"/health", ""); code != 200 || h["redis"] != "ok" {
+		t.Fatalf("health before: %d %v", code, h)
+	}
+	srv.Pause()
+	t.Cleanup(srv.Resume) // runs before the command's cleanup: its abandoned calls end
+	for i := range 3 {
+		start := time.Now()
+		code, body, _ := httpDo(t, "POST", r.base+"/predict", fmt.Sprintf(`{"mask_name":"3M Aura 9205+ N95 hung %d"}`, i))
+		took := time.Since(start)
+		hstart := time.Now()
+		_, h, _ := httpDo(t, "GET", r.base+"/health", "")
+		htook := time.Since(hstart)
+		t.Logf("Redis hung: /predict %d in %v, /health %v in %v", code, took.Round(time.Millisecond), h["redis_error"], htook.Round(time.Millisecond))
+		// Bounds far above CACHE_TIMEOUT (100 ms, a lookup and a write) and
+		// the health timeout (1 s), far below the 3 s read timeout.
+		if code != 200 || body["breakdown"] == nil || took > 1500*time.Millisecond {
+			t.Errorf("/predict with Redis hung: %d in %v, want 200 from the model within CACHE_TIMEOUT", code, took)
+		}
+		if h["status"] != "degraded" || htook > 2*time.Second {
+			t.Errorf("/health with Redis hung: %v in %v, want degraded within its 1 s timeout", h, htook)
+		}
+	}
+}

@@ -225,7 +225,14 @@ func (e *Engine) Predict(ctx context.Context, name string) (*predictor.Predictio
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
-	cached, ok, err := e.cfg.Cache.Get(cctx, norm, version)
+	cached, err := within(cctx, func() (*predictor.Prediction, error) {
+		p, ok, err := e.cfg.Cache.Get(cctx, norm, version)
+		if !ok {
+			p = nil
+		}
+		return p, err
+	})
+	ok := cached != nil
 	cancel()
 	switch {
 	case err != nil:
@@ -257,7 +264,17 @@ func (e *Engine) store(ctx context.Context, entries []cache.Entry, now time.Time
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.CacheTimeout)
 	defer cancel()
 	if g := e.cfg.Guard; g != nil {
-		if ok, why := g.Writable(cctx); !ok {
+		why, err := within(cctx, func() (cache.Reason, error) {
+			if ok, why := g.Writable(cctx); !ok {
+				return why, nil
+			}
+			return cache.ReasonNone, nil
+		})
+		if err != nil {
+			e.cacheFailed(err, "put", len(entries))
+			return
+		}
+		if why != cache.ReasonNone {
 			e.skipped(why, len(entries))
 			return
 		}
@@ -276,7 +293,7 @@ func (e *Engine) store(ctx context.Context, entries []cache.Entry, now time.Time
 			return
 		}
 	}
-	if err := e.cfg.Cache.PutMany(cctx, entries); err != nil {
+	if _, err := within(cctx, func() (struct{}, error) { return struct{}{}, e.cfg.Cache.PutMany(cctx, entries) }); err != nil {
 		if cache.IsOOM(err) { // Redis is full: not a reason to stop reading it
 			if g := e.cfg.Guard; g != nil {
 				g.ObserveError(err)
@@ -406,7 +423,7 @@ func (e *Engine) PredictBatch(ctx context.Context, names []string) ([]*predictor
 	if len(keyed) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, e.cfg.CacheTimeout)
 		var cached []*predictor.Prediction
-		cached, err = e.cfg.Cache.GetMany(cctx, keyed, version)
+		cached, err = within(cctx, func() ([]*predictor.Prediction, error) { return e.cfg.Cache.GetMany(cctx, keyed, version) })
 		cancel()
 		if err != nil {
 			e.cacheFailed(err, "mget", len(keyed))
@@ -528,3 +545,32 @@ func (e *Engine) BatchNamesInFlight() int64 {
 // request reads Redis (where a label just stored answers). Other processes
 // see the label within their memo's TTL.
 func (e *Engine) Forget(normalized string) { e.memo.forget(normalized) }
+
+// within runs fn, a Redis call bounded by ctx, and returns its answer, or
+// ctx's error as soon as ctx ends. go-redis does not cut a read short at
+// the context's deadline (ContextTimeoutEnabled is off: cutting a read
+// short closes the connection, and a slow Redis would then get a new
+// connection per request), so against a Redis that hangs a call waits the
+// client's whole read timeout (3 s), and CacheTimeout (100 ms) would not
+// bound /predict. The abandoned call ends in the background within that
+// read timeout and gives its connection back; calls that find the pool
+// taken meanwhile give up at their own deadline, so at most the pool's
+// connections wait on the hung Redis.
+func within[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		v, err := fn()
+		done <- answer{v, err}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}

@@ -500,14 +500,27 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 	}
 	if s.cfg.Redis != nil {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
-		var ping *redis.StatusCmd
-		var info *redis.StringCmd
-		_, err := s.cfg.Redis.Pipelined(pctx, func(p redis.Pipeliner) error {
-			ping = p.Ping(pctx)
-			info = p.Info(pctx, "replication")
-			return nil
+		// within: a Redis that hangs must not hold /health past HealthTimeout.
+		type cmds struct {
+			ping *redis.StatusCmd
+			info *redis.StringCmd
+		}
+		c, err := within(pctx, func() (cmds, error) {
+			var c cmds
+			_, err := s.cfg.Redis.Pipelined(pctx, func(p redis.Pipeliner) error {
+				c.ping = p.Ping(pctx)
+				c.info = p.Info(pctx, "replication")
+				return nil
+			})
+			return c, err
 		})
 		cancel()
+		if c.ping == nil { // given up at the deadline
+			c.ping, c.info = redis.NewStatusCmd(ctx), redis.NewStringCmd(ctx)
+			c.ping.SetErr(err)
+			c.info.SetErr(err)
+		}
+		ping, info := c.ping, c.info
 		var reply redis.Error
 		if err != nil && ping.Err() == nil && errors.As(info.Err(), &reply) {
 			err = nil // INFO refused alone (an ACL): only the primary is left out
