@@ -298,6 +298,23 @@ func (c *redisConfig) modeOrEmpty() string {
 // commands and replies are a few KiB, larger ones still pass (in several
 // reads), and 40 connections then hold 0.6 MiB instead of 2.5 MiB.
 func (c *redisConfig) client(poolSize int) redis.UniversalClient {
+	return c.newClient(poolSize, true)
+}
+
+// workerClient is client for the worker's Redis clients, without
+// sentinelLookup: the worker's Redis gate (worker/outage.go), a hook inside
+// it, holds dials back during an outage and lets one through as its probe,
+// and a lookup detached from its caller would wait in the gate in the
+// background, keeping the gate from recovering (seen: a worker still
+// degraded 60 s after the primary came back from a total outage). The
+// worker's calls have long deadlines, so go-redis' own lookup moves past a
+// hung sentinel for them (the red team: workers followed a hung host in
+// 2.5–13 s).
+func (c *redisConfig) workerClient(poolSize int) redis.UniversalClient {
+	return c.newClient(poolSize, false)
+}
+
+func (c *redisConfig) newClient(poolSize int, detachLookups bool) redis.UniversalClient {
 	o := *c.opt
 	if o.PoolSize == 0 {
 		o.PoolSize = poolSize
@@ -313,7 +330,11 @@ func (c *redisConfig) client(poolSize int) redis.UniversalClient {
 	}
 	rdb := redis.NewFailoverClient(c.failoverOptions(&o))
 	rdb.AddHook(c.primary)
-	rdb.AddHook(newSentinelLookup(&o, c.master))
+	if detachLookups {
+		rdb.AddHook(newSentinelLookup(&o, c.master))
+	} else {
+		rdb.AddHook(sentinelExplainer{c.master})
+	}
 	return rdb
 }
 
@@ -349,14 +370,7 @@ func newSentinelLookup(o *redis.Options, master string) *sentinelLookup {
 }
 
 func (l *sentinelLookup) DialHook(next redis.DialHook) redis.DialHook {
-	lookup := l.lookup(next)
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		cn, err := lookup(ctx, network, addr)
-		if err != nil {
-			err = explainSentinelError(err, l.master)
-		}
-		return cn, err
-	}
+	return sentinelExplainer{l.master}.DialHook(l.lookup(next))
 }
 
 func (l *sentinelLookup) lookup(next redis.DialHook) redis.DialHook {
@@ -389,6 +403,25 @@ func (l *sentinelLookup) lookup(next redis.DialHook) redis.DialHook {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// sentinelExplainer is sentinelLookup's error explanation alone (the
+// worker's clients).
+type sentinelExplainer struct{ master string }
+
+func (e sentinelExplainer) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cn, err := next(ctx, network, addr)
+		if err != nil {
+			err = explainSentinelError(err, e.master)
+		}
+		return cn, err
+	}
+}
+
+func (e sentinelExplainer) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (e sentinelExplainer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // sentinelError is a primary lookup the sentinels answered, but not with a

@@ -161,8 +161,8 @@ func newWorkerService(ctx context.Context, sys IO, wf *workerFlags, l loaded, lo
 	var p worker.Predictor = l.live
 	// One pool for the Sidekiq side (bridge, handler, cache, heartbeat) and
 	// one for asynq, so that neither starves the other.
-	rdb := rc.client(wf.concurrency + 10)
-	asynqR := rc.client(wf.concurrency + 10)
+	rdb := rc.workerClient(wf.concurrency + 10)
+	asynqR := rc.workerClient(wf.concurrency + 10)
 	c, err := cache.New(rdb, cache.Config{TTL: wf.cacheTTL, Logger: log})
 	if err != nil {
 		rdb.Close()
