@@ -257,8 +257,9 @@ type Handler struct {
 	cacheSkipped atomic.Int64
 	labelled     atomic.Int64
 	// replicasShort is when write-backs began to wait for WaitReplicas
-	// replicas (unix ns), 0 while the last one was acknowledged in time.
-	replicasShort atomic.Int64
+	// replicas (unix ns), 0 since the last one acknowledged in time;
+	// lastShort the last WAIT that came back short.
+	replicasShort, lastShort atomic.Int64
 	stopping      chan struct{} // closed by Stop
 	stopOnce      sync.Once
 }
@@ -295,9 +296,10 @@ type HandlerStats struct {
 	CacheSkipped           int64 // cache entries not written because of memory pressure (Guard)
 	Labels                 int64 // labels stored from MaskLabelJob jobs
 	// ReplicasShortSince is when write-backs began to find fewer than
-	// WaitReplicas replicas acknowledging them (zero while they are
-	// acknowledged): jobs are not done meanwhile, and run again until
-	// enough replicas are back (a stall that /health shows).
+	// WaitReplicas replicas acknowledging them, while they still do (the
+	// last short WAIT less than 5 s ago); zero otherwise. Jobs are not
+	// done meanwhile, and run again until enough replicas are back (a
+	// stall that /health shows).
 	ReplicasShortSince time.Time
 }
 
@@ -306,7 +308,9 @@ func (h *Handler) Stats() HandlerStats {
 	st := HandlerStats{CacheHits: h.hits.Load(), CacheMisses: h.misses.Load(), Poison: h.poison.Load(),
 		Retrying: h.retrying.Load(), Dead: h.dead.Load(), Discarded: h.discarded.Load(), CacheSkipped: h.cacheSkipped.Load(),
 		Labels: h.labelled.Load()}
-	if ns := h.replicasShort.Load(); ns != 0 {
+	// Only while short WAITs keep coming: a stalled task that went to
+	// another process, or no job at all since, is no stall here.
+	if ns := h.replicasShort.Load(); ns != 0 && time.Since(time.Unix(0, h.lastShort.Load())) < replicasShortFresh {
 		st.ReplicasShortSince = time.Unix(0, ns)
 	}
 	return st
@@ -856,7 +860,9 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 			}
 			break
 		}
-		h.replicasShort.CompareAndSwap(0, time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		h.replicasShort.CompareAndSwap(0, now)
+		h.lastShort.Store(now)
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(h.cfg.RedisRetryFor)
 			h.log.Warn("write-back not yet on enough replicas; waiting", zap.Int64("acknowledged", acked),
@@ -889,6 +895,11 @@ func (h *Handler) write(ctx context.Context, jobs []*pjob, puts []cache.Entry) e
 	}
 	return nil
 }
+
+// replicasShortFresh is how recent the last short WAIT must be for
+// HandlerStats to report a stall: longer than a WAIT round (WaitTimeout,
+// at most 2 s) and than asynq's 2 s before a stalled task runs again.
+const replicasShortFresh = 5 * time.Second
 
 // ErrNotReplicated: with HandlerConfig.WaitReplicas, a write-back that too
 // few replicas acknowledged within RedisRetryFor, or one that may have run

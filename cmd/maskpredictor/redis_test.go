@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -323,5 +324,32 @@ func TestLogFormatJSONOnly(t *testing.T) {
 	jsonLines(t, "stderr (serve, no AWS credentials)", stderr)
 	if !strings.Contains(stderr, `"msg":"aws sdk: `) {
 		t.Logf("note: the AWS SDK logged nothing this run:\n%s", stderr)
+	}
+}
+
+// TestExplainSentinelError: only unanimous answers are named; anything
+// mixed or unreachable keeps go-redis' own message.
+func TestExplainSentinelError(t *testing.T) {
+	const pre = "redis: all sentinels specified in configuration are unreachable: "
+	for _, c := range []struct {
+		msg, want string
+	}{
+		{pre + "redis: nil", "no sentinel knows the master name (REDIS_SENTINEL_MASTER)"},
+		{pre + "redis: nil\nredis: nil\nredis: nil", "no sentinel knows the master name (REDIS_SENTINEL_MASTER)"},
+		{pre + "WRONGPASS invalid username-password pair or user is disabled.\nNOAUTH Authentication required.", "sentinel authentication failed (REDIS_SENTINEL_PASSWORD)"},
+		{pre + "redis: nil\nWRONGPASS invalid username-password pair", ""},
+		{pre + "redis: nil\ndial tcp 10.0.0.2:26379: connect: connection refused", ""},
+		{pre + "dial tcp 10.0.0.1:26379: i/o timeout", ""},
+		{"dial tcp 10.0.0.1:6379: connect: connection refused", ""},
+	} {
+		err := explainSentinelError(errors.New(c.msg), "mymaster")
+		var se *sentinelError
+		got := ""
+		if errors.As(err, &se) {
+			got = se.RedisFaultReason()
+		}
+		if got != c.want || err.Error() == "" {
+			t.Errorf("%q: reason %q, want %q", c.msg, got, c.want)
+		}
 	}
 }

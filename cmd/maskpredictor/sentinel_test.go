@@ -240,11 +240,6 @@ func sentinelFailover(t *testing.T, fc failoverCase) failoverResult {
 	if testing.Short() {
 		t.Skip("starts five redis-server processes and three sidecars; skipped with -short")
 	}
-	// The three cases run side by side (each has its own servers and ports):
-	// most of a case is waiting (Sentinel's down-after, the orphan rescue),
-	// and what is asserted (≤ 30 s to follow, nothing lost or doubled) does
-	// not depend on the machine's speed.
-	t.Parallel()
 	ruby := redistest.RequireRubySidekiq(t)
 	var so redistest.SentinelOptions
 	urlAuth, rubyAuth := "", []string{}
