@@ -260,8 +260,8 @@ type Handler struct {
 	// replicas (unix ns), 0 since the last one acknowledged in time;
 	// lastShort the last WAIT that came back short.
 	replicasShort, lastShort atomic.Int64
-	stopping      chan struct{} // closed by Stop
-	stopOnce      sync.Once
+	stopping                 chan struct{} // closed by Stop
+	stopOnce                 sync.Once
 }
 
 // NewHandler returns a handler for cfg.
