@@ -377,9 +377,10 @@ func sentinelFailover(t *testing.T, fc failoverCase) failoverResult {
 		replica.Resume()
 		primary = ss.WaitFailover(old.Addr, 30*time.Second)
 		promoted := time.Since(killed)
-		// As systemd or an operator would: the old primary comes back, and the
-		// sentinels make it a replica of the new one (WAIT 1 needs a replica).
-		old.StartAgain()
+		// As an operator would: the old primary comes back as a replica of the
+		// new one (WAIT 1 needs a replica). Not as it was: without
+		// persistence it would come back an empty master (redistest.Rejoin).
+		ss.Rejoin(old, primary)
 		t.Logf("primary SIGKILLed after %d callbacks, its replica %v behind; sentinels promoted %s after %v", before, replicaLag, primary.Addr, promoted.Round(time.Millisecond))
 	}
 
@@ -451,13 +452,22 @@ func sentinelFailover(t *testing.T, fc failoverCase) failoverResult {
 		c.unconfirmedMissing, time.Since(killed).Round(time.Millisecond))
 	if c.missing > 0 {
 		t.Logf("where the lost jobs are: %s", c.example)
+		for _, n := range ss.Nodes {
+			info, _ := n.Client().Info(ctx, "replication", "server").Result()
+			r := httpapi.ParseReplication(info)
+			t.Logf("node %s: role %s, replid %s; %d callbacks", n.Addr, r.Role, r.ReplID, n.Client().LLen(ctx, "queue:default").Val())
+		}
+		for _, sn := range ss.Sentinels {
+			b, _ := os.ReadFile(filepath.Join(sn.Dir, "redis.log"))
+			t.Logf("sentinel %s log:\n%s", sn.Addr, lastLines(string(b), 30))
+		}
 	}
 	for i, p := range procs {
 		l := p.log()
-		t.Logf("process %d (%s): jobs ok %d, duplicate %d, to Sidekiq's retry set %d, back to asynq %d; WAIT short %d times; dead-bridge recoveries %d",
+		t.Logf("process %d (%s): jobs ok %d, duplicate %d, to Sidekiq's retry set %d, back to asynq %d; WAIT short %d times; dead-bridge recoveries %d; primary changes %d",
 			i, p.what, strings.Count(l, `"outcome":"ok"`), strings.Count(l, `"duplicate":true`), strings.Count(l, `"outcome":"retrying"`),
 			strings.Count(l, `"outcome":"retry"`), strings.Count(l, "write-back not yet on enough replicas"),
-			strings.Count(l, "recovered in-flight jobs"))
+			strings.Count(l, "recovered in-flight jobs"), strings.Count(l, "Redis primary changed"))
 	}
 	// The one-shot commands take the same path: enqueue waits for a reply
 	// from the running workers, labels reads the new primary.

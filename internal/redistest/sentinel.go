@@ -298,6 +298,27 @@ func (ss *SentinelSet) info(ctx context.Context, c *redis.Client, section string
 	return out
 }
 
+// Rejoin restarts n, a data node that died, as a replica of primary. That
+// is what Redis' replication documentation asks for a node without
+// persistence ("Safety of replication when master has persistence turned
+// off"): restarted as it was, an empty master, it can have a replica copy
+// its empty data set before the sentinels make it a replica (seen once in
+// CI: the promoted primary lost every job it held).
+func (ss *SentinelSet) Rejoin(n, primary *Server) {
+	ss.tb.Helper()
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	var args []string
+	for i := 0; i < len(n.opts.Args); i++ {
+		if n.opts.Args[i] == "--replicaof" {
+			i += 2
+			continue
+		}
+		args = append(args, n.opts.Args[i])
+	}
+	n.opts.Args = append(args, "--replicaof", host, port)
+	n.StartAgain()
+}
+
 // Role is what the node at addr says it is ("master", "slave"; "" when it
 // does not answer).
 func (ss *SentinelSet) Role(n *Server) string {
