@@ -31,25 +31,45 @@ func waitTestJob(t *testing.T, jid, name string) []byte {
 	return b
 }
 
+// waitHandler is a handler with WaitReplicas 1 (WaitTimeout 200 ms) on a
+// primary whose replica is in sync.
+type waitHandler struct {
+	h         *Handler
+	rdb, rrdb *redis.Client // the primary's, the replica's
+	replica   *redistest.Server
+}
+
+// startWaitHandler starts a primary and its replica and the handler;
+// hook, when not nil, goes on the primary's client the handler uses.
+func startWaitHandler(t *testing.T, retryFor time.Duration, hook redis.Hook) waitHandler {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server; skipped with -short")
+	}
+	primary, replica := startPrimaryReplica(t)
+	rdb := primary.Client()
+	waitReplicaSynced(t, rdb)
+	if hook != nil {
+		rdb.AddHook(hook)
+	}
+	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
+		CallbackClass: "Cb", WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, RedisRetryFor: retryFor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitHandler{h: h, rdb: rdb, rrdb: replica.Client(), replica: replica}
+}
+
 // TestHandlerWaitReplicas (issue 15 item 2): with WaitReplicas the
 // write-back counts only once a replica has it. Without a replica the task
 // fails with ErrNotReplicated after RedisRetryFor (its jobs are not done:
 // asynq runs it again), and the run after the replica is back writes no
 // second callback.
 func TestHandlerWaitReplicas(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs redis-server; skipped with -short")
-	}
 	ctx := context.Background()
-	primary, replica := startPrimaryReplica(t)
-	rdb, rrdb := primary.Client(), replica.Client()
+	w := startWaitHandler(t, time.Second, nil)
+	h, rdb, rrdb, replica := w.h, w.rdb, w.rrdb, w.replica
 	waitSynced := func() { t.Helper(); waitReplicaSynced(t, rdb) }
-	waitSynced()
-	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
-		CallbackClass: "Cb", WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, RedisRetryFor: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	run := func(raw []byte) error {
 		return h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, raw))
 	}
@@ -75,7 +95,7 @@ func TestHandlerWaitReplicas(t *testing.T) {
 	replica.Kill()
 	raw := waitTestJob(t, "aaaaaaaaaaaaaaaaaaaaaaa3", "Honeywell DF300")
 	start := time.Now()
-	err = run(raw)
+	err := run(raw)
 	took := time.Since(start)
 	if !errors.Is(err, ErrNotReplicated) {
 		t.Fatalf("without a replica: %v, want ErrNotReplicated", err)
@@ -173,24 +193,14 @@ func (l *replyLoser) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // would make it a duplicate delivery and the task would complete without a
 // replica's acknowledgement.
 func TestHandlerWaitReplyLost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs redis-server; skipped with -short")
-	}
 	ctx := context.Background()
-	primary, replica := startPrimaryReplica(t)
-	rdb, rrdb := primary.Client(), replica.Client()
-	waitReplicaSynced(t, rdb)
 	loser := &replyLoser{}
-	rdb.AddHook(loser)
-	h, err := NewHandler(HandlerConfig{Redis: rdb, Predictor: CRFPredictor(modeltest.DefaultCRF(t)),
-		CallbackClass: "Cb", WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, RedisRetryFor: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startWaitHandler(t, 500*time.Millisecond, loser)
+	h, rdb, rrdb := w.h, w.rdb, w.rrdb
 	raw := waitTestJob(t, "bbbbbbbbbbbbbbbbbbbbbbb1", "3M Aura 9205+ N95")
 	run := func() error { return h.ProcessTask(ctx, asynq.NewTask(sidekiq.TaskType, raw)) }
 
-	err = run()
+	err := run()
 	loser.mu.Lock()
 	dropped, failed := loser.dropped, loser.failed
 	loser.off = true

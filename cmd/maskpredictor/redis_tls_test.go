@@ -88,11 +88,7 @@ func TestSentinelTLSVerifiesEachNode(t *testing.T) {
 	_, namedPort, _ := net.SplitHostPort(named)
 	env := map[string]string{"REDIS_TLS_URL": "rediss://:pw@ignored:6379/0", "REDIS_SENTINELS": node,
 		"REDIS_SENTINEL_MASTER": "mymaster"}
-	var rf redisFlags
-	rc, err := rf.config(IO{Env: func(k string) string { return env[k] }}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := redisConfigFromEnv(t, env)
 	fo := rc.failoverOptions(rc.opt)
 	if fo.TLSConfig == nil || fo.Dialer == nil {
 		t.Fatalf("failover options: TLS %v, dialer %v", fo.TLSConfig != nil, fo.Dialer != nil)
@@ -214,11 +210,7 @@ func TestSentinelTLSEndToEnd(t *testing.T) {
 	}
 	env := map[string]string{"REDIS_TLS_URL": "rediss://ignored:6379/0", "REDIS_SENTINELS": sentinel,
 		"REDIS_SENTINEL_MASTER": "mymaster"}
-	var rf redisFlags
-	rc, err := rf.config(IO{Env: func(k string) string { return env[k] }}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := redisConfigFromEnv(t, env)
 	certPEM, err := os.ReadFile(primary.CertFile)
 	if err != nil {
 		t.Fatal(err)
@@ -244,4 +236,15 @@ func TestSentinelTLSEndToEnd(t *testing.T) {
 	if rc.Primary() != primary.Addr {
 		t.Errorf("primary %q, want %s", rc.Primary(), primary.Addr)
 	}
+}
+
+// redisConfigFromEnv is the Redis configuration a command builds from env.
+func redisConfigFromEnv(t *testing.T, env map[string]string) *redisConfig {
+	t.Helper()
+	var rf redisFlags
+	rc, err := rf.config(IO{Env: func(k string) string { return env[k] }}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
 }
