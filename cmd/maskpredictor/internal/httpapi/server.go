@@ -501,35 +501,23 @@ func (s *Server) CheckHealth(ctx context.Context) Health {
 	if s.cfg.Redis != nil {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
 		// within: a Redis that hangs must not hold /health past HealthTimeout.
-		type cmds struct {
-			ping *redis.StatusCmd
-			info *redis.StringCmd
-		}
-		c, err := within(pctx, func() (cmds, error) {
-			var c cmds
+		info, err := within(pctx, func() (string, error) {
+			var ping *redis.StatusCmd
+			var info *redis.StringCmd
 			_, err := s.cfg.Redis.Pipelined(pctx, func(p redis.Pipeliner) error {
-				c.ping = p.Ping(pctx)
-				c.info = p.Info(pctx, "replication")
+				ping = p.Ping(pctx)
+				info = p.Info(pctx, "replication")
 				return nil
 			})
-			return c, err
+			var reply redis.Error
+			if err != nil && ping.Err() == nil && errors.As(info.Err(), &reply) {
+				return "", nil // INFO refused alone (an ACL): only the primary is left out
+			}
+			return info.Val(), err
 		})
 		cancel()
-		if c.ping == nil { // given up at the deadline
-			c.ping, c.info = redis.NewStatusCmd(ctx), redis.NewStringCmd(ctx)
-			c.ping.SetErr(err)
-			c.info.SetErr(err)
-		}
-		ping, info := c.ping, c.info
-		var reply redis.Error
-		if err != nil && ping.Err() == nil && errors.As(info.Err(), &reply) {
-			err = nil // INFO refused alone (an ACL): only the primary is left out
-		}
-		if info.Err() != nil {
-			info.SetVal("")
-		}
 		if err == nil {
-			if r := ParseReplication(info.Val()); r.Role != "" {
+			if r := ParseReplication(info); r.Role != "" {
 				h.RedisPrimary, h.RedisRole = r.PrimaryID(), r.Role
 			}
 		}
