@@ -512,3 +512,17 @@ func TestServeHungRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestServeHealthWithoutInfo: a Redis user that may not run INFO (an ACL)
+// still gets "ok" from /health, only without redis_primary and redis_role.
+func TestServeHealthWithoutInfo(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Private: true})
+	if err := srv.Client().Do(context.Background(), "acl", "setuser", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := startCmd(t, map[string]string{"REDIS_URL": "redis://noinfo:pw@" + srv.Addr + "/0"}, "serve", "--addr", "127.0.0.1:0")
+	code, h, _ := httpDo(t, "GET", r.base+"/health", "")
+	if code != 200 || h["status"] != "ok" || h["redis"] != "ok" || h["redis_primary"] != nil || h["redis_role"] != nil {
+		t.Errorf("/health for a user without INFO: %d %v, want ok without redis_primary", code, h)
+	}
+}
