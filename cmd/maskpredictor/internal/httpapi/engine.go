@@ -486,6 +486,7 @@ type pacer struct {
 	singles *atomic.Int64 // Engine.singles
 	seen    int64
 	since   time.Time
+	rested  time.Duration // the rests it decided on (what its test reads)
 }
 
 func (p *pacer) yield(ctx context.Context, i int) error {
@@ -504,6 +505,7 @@ func (p *pacer) yield(ctx context.Context, i int) error {
 		rest = time.Duration(float64(time.Since(p.since)) * (1 - batchDuty) / batchDuty)
 	}
 	if rest > 50*time.Microsecond {
+		p.rested += rest
 		t := time.NewTimer(rest)
 		select {
 		case <-t.C:

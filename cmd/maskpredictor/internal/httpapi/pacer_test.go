@@ -15,7 +15,6 @@ func TestPacerGivesWayToSingles(t *testing.T) {
 		var singles atomic.Int64
 		p := pacer{singles: &singles}
 		ctx := context.Background()
-		var rested time.Duration
 		for i := 0; i < batchYield-1; i++ {
 			if err := p.yield(ctx, i); err != nil {
 				t.Fatal(err)
@@ -25,17 +24,18 @@ func TestPacerGivesWayToSingles(t *testing.T) {
 				singles.Add(1)
 			}
 		}
-		start := time.Now()
 		if err := p.yield(ctx, batchYield-1); err != nil {
 			t.Fatal(err)
 		}
-		rested += time.Since(start)
-		return rested
+		// The rest it decided on, not the wall time of the call: alone it
+		// only yields the processor (runtime.Gosched), which a loaded
+		// machine can make last over 1 ms (seen in the suite).
+		return p.rested
 	}
 	if d := run(true); d < 2*time.Millisecond { // 7 × 0.5 ms of work → ≥ 3.5 ms of rest
 		t.Errorf("rested %v beside single requests, want about the work's time", d)
 	}
-	if d := run(false); d > time.Millisecond {
+	if d := run(false); d != 0 {
 		t.Errorf("rested %v alone, want no rest", d)
 	}
 	// An abandoned batch stops at its next rest.
